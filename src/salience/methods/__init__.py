@@ -1,0 +1,5 @@
+"""All explanation methods, registered by name. Importing this module registers them."""
+
+from .base import REGISTRY, Explainer, available_methods, get_explainer, register
+
+__all__ = ["REGISTRY", "Explainer", "available_methods", "get_explainer", "register"]
