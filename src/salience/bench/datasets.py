@@ -1,0 +1,83 @@
+"""Datasets as the runner reads them: ``kind:path`` specs and one sample record.
+
+Specs go to `salience.data.load_dataset`; `register_dataset` adds other kinds (tests,
+plugins). The runner reads every sample through `as_sample`, so it depends only on the
+fields it uses: the photo, the label, the image id, instance masks and boxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+
+from ..errors import SalienceError, UnknownNameError
+
+EXTRA_DATASETS: dict[str, Callable[[str], Sequence[Any]]] = {}
+
+
+def register_dataset(kind: str, loader: Callable[[str], Sequence[Any]]) -> None:
+    """Make ``kind:ARG`` specs open with ``loader(ARG)``."""
+    EXTRA_DATASETS[kind] = loader
+
+
+@dataclass
+class Sample:
+    """One photo with what the metrics need: label, image id, masks (K, h, w) and boxes (K, 4)."""
+
+    image: Image.Image
+    image_id: str
+    label: int | None = None
+    masks: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+
+
+def dataset_kinds() -> list[str]:
+    try:
+        from ..data import dataset_kinds as suite_kinds
+    except ImportError:
+        suite_kinds = lambda: []  # noqa: E731 - salience.data not installed
+    return sorted(set(suite_kinds()) | set(EXTRA_DATASETS))
+
+
+def open_dataset(spec: str) -> Sequence[Any]:
+    """The dataset a ``kind:path`` spec names; a one-line error for unknown kinds or paths."""
+    kind, _, arg = spec.partition(":")
+    if not arg:
+        raise SalienceError(f"dataset '{spec}': write it as KIND:PATH (kinds: {', '.join(dataset_kinds())})")
+    if kind in EXTRA_DATASETS:
+        return EXTRA_DATASETS[kind](arg)
+    try:
+        from ..data import load_dataset
+    except ImportError:
+        raise UnknownNameError("dataset kind", kind, dataset_kinds()) from None
+    return load_dataset(spec)
+
+
+def as_sample(item: Any, index: int) -> Sample:
+    """Read a dataset item (a `Sample`, or any record with the same fields) as a `Sample`."""
+    if isinstance(item, Sample):
+        return item
+    image = _field(item, "image")
+    image_id = _field(item, "image_id", "id", "name")
+    label = _field(item, "label")
+    masks = _field(item, "masks")
+    boxes = _field(item, "boxes")
+    return Sample(
+        image=image,
+        image_id=str(image_id) if image_id is not None else f"image{index}",
+        label=None if label is None or int(label) < 0 else int(label),
+        masks=None if masks is None or len(masks) == 0 else torch.as_tensor(masks).bool(),
+        boxes=None if boxes is None or len(boxes) == 0 else torch.as_tensor(boxes).float().reshape(-1, 4),
+    )
+
+
+def _field(item: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(item, dict) and name in item:
+            return item[name]
+        if hasattr(item, name):
+            return getattr(item, name)
+    return None

@@ -1,0 +1,191 @@
+"""Running a validated grid: explain, score, store — one batch of images at a time.
+
+For each batch of this rank's images, each model and each method: the pending images (those
+whose rows are not all stored yet, with ``resume``) are explained in one call and timed,
+then every metric runs on the batch and its rows are written and committed at once. Images
+lacking the masks or boxes a metric needs get a NULL row marked ``skipped`` (counted in the
+summary), and a metric that rejects a map (NaN values) gets a NULL row with the error.
+
+Reproducibility: every (batch, model, method) unit seeds torch from its image ids, so a
+run and its resume give the same values. Stochastic methods (rise, random) depend on the
+batch they are computed in; a sharded run batches different images together than a
+single-process run, so their values agree in distribution, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ..images import ImageBatch
+from ..models import load_model
+from ..models.model import Model
+from ..targets import ClassTarget
+from ..errors import SalienceError
+from .datasets import Sample, as_sample
+from .distributed import Shard
+from .grid import Plan, ResolvedMethod, ResolvedMetric
+from .ground_truth import boxes_to_input, mask_to_input
+from .store import ResultRow, ResultStore
+
+
+@dataclass
+class RunStats:
+    """What one process did: rows written, units computed and units skipped on resume."""
+
+    rows: int = 0
+    units: int = 0
+    resumed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def run_plan(plan: Plan, store: ResultStore, shard: Shard | None = None, resume: bool = False,
+             progress: bool = True, models: dict[str, Model] | None = None) -> RunStats:
+    """Evaluate every (image, model, method, metric) of ``plan`` on this shard into ``store``.
+
+    ``models`` may supply already loaded models by name (tests, notebooks).
+    """
+    shard = shard or Shard(device=plan.grid.device)
+    grid = plan.grid
+    dataset = plan.dataset if hasattr(plan.dataset, "__getitem__") else list(plan.dataset)
+    n = len(dataset) if grid.limit is None else min(grid.limit, len(dataset))
+    positions = list(shard.indices(n))
+    batches = [positions[i:i + grid.batch_size] for i in range(0, len(positions), grid.batch_size)]
+    stats = RunStats()
+    total = len(batches) * len(grid.models) * len(plan.methods)
+    with _progress(progress and shard.is_main, total) as advance:
+        for model_name in grid.models:
+            model = (models or {}).get(model_name) or load_model(model_name, device=shard.device)
+            done = {m.key: _done_by_image(store, model_name, m) for m in plan.methods} if resume else {}
+            for batch in batches:
+                samples = [as_sample(dataset[i], i) for i in batch]
+                inputs = _prepare(model, samples, grid.target)
+                for method in plan.methods:
+                    expected = {(m.name, m.key) for m in plan.metrics}
+                    pending = [j for j, s in enumerate(samples)
+                               if not resume or not expected <= done[method.key].get(s.image_id, set())]
+                    stats.resumed += len(pending) == 0
+                    if pending:
+                        stats.rows += _run_unit(store, grid.name, model_name, model, method, plan.metrics,
+                                                [samples[j] for j in pending], inputs.subset(pending), stats)
+                        stats.units += 1
+                    advance(f"{model_name} · {method.name}")
+    return stats
+
+
+def _done_by_image(store: ResultStore, model: str, method: ResolvedMethod) -> dict[str, set[tuple[str, str]]]:
+    out: dict[str, set[tuple[str, str]]] = {}
+    for image, metric, metric_key in store.done_keys(model, method.name, method.key):
+        out.setdefault(image, set()).add((metric, metric_key))
+    return out
+
+
+@dataclass
+class Inputs:
+    """A prepared batch: model input, the target class of each image, masks and boxes on the input."""
+
+    x: torch.Tensor
+    classes: torch.Tensor
+    masks: list[torch.Tensor | None]
+    boxes: list[torch.Tensor | None]
+    class_names: Sequence[str] | None
+
+    def subset(self, rows: list[int]) -> "Inputs":
+        return Inputs(self.x[rows], self.classes[rows], [self.masks[r] for r in rows],
+                      [self.boxes[r] for r in rows], self.class_names)
+
+    def target(self) -> ClassTarget:
+        return ClassTarget(self.classes, torch.arange(len(self.classes)), self.class_names)
+
+
+def _prepare(model: Model, samples: list[Sample], target: str) -> Inputs:
+    x, geometries = model.prepare(ImageBatch([s.image for s in samples], [s.image_id for s in samples]))
+    with torch.inference_mode():
+        predicted = model(x).argmax(1).cpu()
+    if target == "label":
+        labels = torch.tensor([-1 if s.label is None else s.label for s in samples])
+        predicted = torch.where(labels >= 0, labels, predicted)
+    masks = [None if s.masks is None else mask_to_input(s.masks, g) for s, g in zip(samples, geometries)]
+    boxes = [None if s.boxes is None else boxes_to_input(s.boxes, g) for s, g in zip(samples, geometries)]
+    return Inputs(x, predicted, masks, boxes, model.class_names)
+
+
+def _run_unit(store: ResultStore, run: str, model_name: str, model: Model, method: ResolvedMethod, metrics: list[ResolvedMetric],
+              samples: list[Sample], inputs: Inputs, stats: RunStats) -> int:
+    """Explain one batch with one method, score it with every metric, store each metric's rows."""
+    torch.manual_seed(zlib.crc32("|".join([method.name, *(s.image_id for s in samples)]).encode()))
+    target = inputs.target()
+    expl = method.explainer(model, inputs.x, target)
+    method_seconds = expl.seconds / len(samples)
+    written = 0
+    for metric in metrics:
+        rows = _score(model, method, metric, samples, inputs, target, expl.maps)
+        for row in rows:
+            row.run, row.model, row.method_seconds = run, model_name, method_seconds
+            if "error" in row.extra:
+                stats.errors.append(f"{row.image} · {method.name} · {metric.name}: {row.extra['error']}")
+        written += store.add(rows)
+    return written
+
+
+def _score(model: Model, method: ResolvedMethod, metric: ResolvedMetric, samples: list[Sample],
+           inputs: Inputs, target: ClassTarget, maps: torch.Tensor) -> list[ResultRow]:
+    """One metric on the images that have the ground truth it needs; NULL rows for the rest."""
+    need = metric.fn.needs
+    truth = {"masks": inputs.masks, "boxes": inputs.boxes}.get(need, [True] * len(samples))
+    have = [j for j, t in enumerate(truth) if t is not None]
+    rows = [_row(samples[j], method, metric, None, {"skipped": f"no {need}"}) for j, t in enumerate(truth) if t is None]
+    if not have:
+        return rows
+    kwargs = dict(metric.kwargs)
+    if need == "masks":
+        kwargs["masks"] = torch.stack([inputs.masks[j] for j in have]).to(model.device)
+    if need == "boxes":
+        kwargs["boxes"] = [inputs.boxes[j].to(model.device) for j in have]
+    sub_target = ClassTarget(target.classes[have], torch.arange(len(have)), target.class_names)
+    start = time.perf_counter()
+    try:
+        out = metric.fn(model, inputs.x[have], maps[have], sub_target, **kwargs)
+    except SalienceError as err:
+        return rows + [_row(samples[j], method, metric, None, {"error": str(err)}) for j in have]
+    seconds = (time.perf_counter() - start) / len(have)
+    values = out.values.detach().float().cpu()
+    curves = None if out.curves is None else out.curves.detach().float().cpu()
+    for k, j in enumerate(have):
+        value = float(values[k])
+        extra = {} if curves is None else {"curve": [round(float(v), 6) for v in curves[k]]}
+        if value != value:  # NaN: stored as NULL, with the reason
+            value, extra = None, {**extra, "error": "metric returned NaN"}
+        rows.append(_row(samples[j], method, metric, value, extra, seconds))
+    return rows
+
+
+def _row(sample: Sample, method: ResolvedMethod, metric: ResolvedMetric, value: Any, extra: dict,
+         seconds: float | None = None) -> ResultRow:
+    return ResultRow(image=sample.image_id, model="", method=method.name, params=method.key, metric=metric.name,
+                     metric_params=metric.key, value=value, seconds=seconds, extra=extra)
+
+
+def _progress(enabled: bool, total: int):
+    """A context giving ``advance(label)``: a Rich progress bar, or nothing when disabled."""
+    if not enabled:
+        return nullcontext(lambda _label: None)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    class _Bar:
+        def __enter__(self):
+            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), transient=False)
+            self.progress.__enter__()
+            task = self.progress.add_task("evaluating", total=total)
+            return lambda label: self.progress.update(task, advance=1, description=label)
+
+        def __exit__(self, *exc):
+            return self.progress.__exit__(*exc)
+
+    return _Bar()
