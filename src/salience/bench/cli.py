@@ -82,7 +82,7 @@ def _execute(build, resume: bool) -> None:
         result_store = ResultStore(grid.store)
         shard = init_shard(grid.device)
         stats = run_plan(plan, result_store, shard, resume=resume)
-        shard.barrier()
+        stats.units, stats.resumed = shard.total([stats.units, stats.resumed])  # also a barrier
         if shard.is_main:
             _summarise(plan, result_store, stats)
     except SalienceError as err:

@@ -36,6 +36,15 @@ class Shard:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def total(self, counts: list[int]) -> list[int]:
+        """Element-wise sum of ``counts`` over all ranks (the counts themselves when alone)."""
+        if self.world == 1:
+            return list(counts)
+        device = self.device if torch.distributed.get_backend() == "nccl" else "cpu"
+        t = torch.tensor(counts, dtype=torch.int64, device=device)
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
     def close(self) -> None:
         if self.owns_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -40,8 +40,8 @@ CREATE TABLE IF NOT EXISTS results (
     created REAL NOT NULL,
     UNIQUE (image, model, method, params, metric, metric_params)
 );
-CREATE INDEX IF NOT EXISTS results_unit ON results (model, method, params);
 """
+INDEX = "CREATE INDEX IF NOT EXISTS results_unit ON results (model, method, params);"
 
 COLUMNS = ("run", "image", "model", "method", "params", "metric", "metric_params",
            "value", "seconds", "method_seconds", "extra")
@@ -101,16 +101,17 @@ class ResultStore:
             self.db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
-            self._create()
+            self._create(SCHEMA)
+            self._check_layout()
+            self._create(INDEX)
         except sqlite3.DatabaseError as err:
             raise SalienceError(f"result store {self.path}: unreadable ({err}); move it away or pick another --store") from None
-        self._check_layout()
 
-    def _create(self) -> None:
-        """Create the table if missing; retried because concurrent ranks race to create it."""
+    def _create(self, sql: str) -> None:
+        """Run schema SQL; retried because concurrent ranks race to create the table."""
         for attempt in range(50):
             try:
-                self.db.executescript(SCHEMA)
+                self.db.executescript(sql)
                 return
             except sqlite3.OperationalError as err:
                 if "locked" not in str(err) or attempt == 49:
