@@ -2,8 +2,8 @@
 
 A tiny classifier (``bench_tiny``), a deterministic method with an optional delay
 (``test_channel_mean``), a synthetic dataset (``synthetic:N``; even images have a mask and a
-box) and three metrics: ``test_deletion`` (a curve), ``test_energy`` (needs masks) and
-``test_mean``. Setting ``BENCH_TEST_LOG`` makes the method append ``pid image`` lines there.
+box) and four metrics: ``test_deletion`` (a curve), ``test_energy`` (needs masks),
+``test_region_energy`` (the same, on masks or else boxes) and ``test_mean``. Setting ``BENCH_TEST_LOG`` makes the method append ``pid image`` lines there.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class ChannelMean(Explainer):
 
 
 def synthetic(arg: str) -> list[Sample]:
-    """``synthetic:N``: N seeded 40×48 photos; even ones have a mask (top-left block) and a box."""
+    """``synthetic:N``: N seeded 40×48 photos; even ones have a mask (top-left block) and its box,
+    images 1, 5, 9, ... only a box (the bottom-right block), the others nothing."""
     out = []
     for i in range(int(arg)):
         rng = np.random.default_rng(i)
@@ -67,6 +68,8 @@ def synthetic(arg: str) -> list[Sample]:
             masks = torch.zeros(1, 40, 48, dtype=torch.bool)
             masks[0, :20, :24] = True
             boxes = torch.tensor([[0.0, 0.0, 24.0, 20.0]])
+        elif i % 4 == 1:
+            boxes = torch.tensor([[24.0, 20.0, 48.0, 40.0]])
         out.append(Sample(image, f"syn{i:03d}", label=i % 3, masks=masks, boxes=boxes))
     return out
 
@@ -102,3 +105,4 @@ def _mean(model, x, maps, target, masks=None, boxes=None) -> MetricOutput:
 register_metric(MetricFn("test_deletion", _deletion, takes_preset=False))
 register_metric(MetricFn("test_energy", _energy, needs="masks"))
 register_metric(MetricFn("test_mean", _mean))
+register_metric(MetricFn("test_region_energy", _energy, needs="region"))

@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from salience.bench import ResultStore, run_plan, summarize, validate, write_report
+from salience.bench import ResultStore, available_metrics, run_plan, summarize, validate, write_report
 from salience.bench.cli import app
 from salience.bench.grid import grid_from_dict
 from salience.bench.metric_fns import MetricFn, MetricOutput
@@ -113,10 +113,52 @@ def test_resume_after_complete_run_computes_nothing(tmp_path):
 def test_images_without_masks_are_skipped_and_counted(tmp_path):
     _, rows = run(config(tmp_path, n_images=5))
     energy = [r for r in rows if r.metric == "test_energy"]
-    assert sorted(r.image for r in energy if r.value is None) == ["syn001", "syn003"]
+    assert sorted(r.image for r in energy if r.value is None) == ["syn001", "syn003"]  # 001 has a box only
     assert all(r.extra == {"skipped": "no masks"} for r in energy if r.value is None)
     row = next(s for s in summarize(rows) if s.metric == "test_energy")
     assert (row.n, row.skipped, row.failed) == (3, 2, 0)
+
+
+def test_region_metrics_fall_back_to_boxes_and_cost_is_a_ratio(tmp_path):
+    data = config(tmp_path, n_images=4)
+    data["metrics"] = ["test_region_energy", "cost"]
+    data["methods"] = [{"name": "test_channel_mean", "params": {"delay": 0.05}}]
+    _, rows = run(data)
+    region = {r.image: r for r in rows if r.metric == "test_region_energy"}
+    assert region["syn003"].value is None and region["syn003"].extra == {"skipped": "no masks or boxes"}
+    # syn001 has only a box: the bottom-right quarter of the photo, i.e. input pixels [16:, 16:]
+    model = bench_plugin.load_tiny()
+    x, _ = model.prepare(ImageBatch([bench_plugin.synthetic("2")[1].image], ["s"]))
+    m = x.abs().mean(1)[0]
+    assert region["syn001"].value == pytest.approx(float(m[16:, 16:].sum() / m.sum()), rel=1e-5)
+    cost = [r for r in rows if r.metric == "cost"]
+    assert len(cost) == 4
+    # one ratio per batch of 2 (timings on a shared machine are too noisy for a bound)
+    assert all(r.value > 0 for r in cost) and len({r.value for r in cost}) <= 2
+    assert cost[0].value == cost[1].value
+    fn = available_metrics()["cost"]
+    out = fn(None, torch.zeros(3, 3, 4, 4), None, None, method="m", method_seconds=1.5, forward_seconds=0.01)
+    assert out.values.tolist() == pytest.approx([150.0] * 3)
+    assert all(r.method_seconds >= 0.05 for r in cost)
+
+
+def test_masks_follow_the_preprocessing_geometry():
+    from salience.bench.ground_truth import boxes_to_input, mask_to_input
+    from salience.preprocessing import Preprocess
+
+    full = torch.ones(1, 40, 80, dtype=torch.bool)  # a wide photo, all object
+    letterbox = Preprocess(size=(32, 32), mode="letterbox").geometry(80, 40)
+    m = mask_to_input(full, letterbox)
+    assert m[8:24].all() and not m[:8].any() and not m[24:].any()
+    crop = Preprocess(size=(32, 32), mode="center_crop", crop_pct=1.0).geometry(80, 40)
+    left = torch.zeros(1, 40, 80, dtype=torch.bool)
+    left[:, :, :40] = True  # the left half of the photo: the crop sees x in [20, 60)
+    m = mask_to_input(left, crop)
+    assert m[:, :16].all() and not m[:, 16:].any()
+    box = boxes_to_input(torch.tensor([[20.0, 0.0, 40.0, 40.0]]), crop)
+    assert box.tolist() == [[0.0, 0.0, 16.0, 32.0]]
+    with pytest.raises(SalienceError, match="does not match its image"):
+        mask_to_input(torch.ones(1, 10, 10, dtype=torch.bool), crop)
 
 
 def test_energy_value_matches_the_mask_in_input_space(tmp_path):

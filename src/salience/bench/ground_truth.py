@@ -37,3 +37,13 @@ def boxes_to_input(boxes: torch.Tensor, geometry: Geometry) -> torch.Tensor:
     out = (boxes.float() - torch.tensor([sx0, sy0, sx0, sy0])) * scale + torch.tensor([tx0, ty0, tx0, ty0])
     h, w = geometry.input_size
     return torch.stack([out[:, 0].clamp(0, w), out[:, 1].clamp(0, h), out[:, 2].clamp(0, w), out[:, 3].clamp(0, h)], 1)
+
+
+def boxes_mask(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) bool: the pixels whose centre lies inside any of the (K, 4) boxes."""
+    h, w = size
+    ys = torch.arange(h, dtype=torch.float32) + 0.5
+    xs = torch.arange(w, dtype=torch.float32) + 0.5
+    inside_y = (ys[None] >= boxes[:, 1:2]) & (ys[None] <= boxes[:, 3:4])
+    inside_x = (xs[None] >= boxes[:, 0:1]) & (xs[None] <= boxes[:, 2:3])
+    return (inside_y[:, :, None] & inside_x[:, None, :]).any(0)

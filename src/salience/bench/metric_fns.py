@@ -48,33 +48,56 @@ def register_metric(metric: MetricFn) -> MetricFn:
     return metric
 
 
+# Ground truth of the suite's localisation metrics: mIoU is defined against masks; the
+# pointing games use the mask, or the boxes' area where a dataset has boxes only.
+SUITE_NEEDS = {"miou": "masks", "pointing_game": "region", "energy_pointing_game": "region"}
+SUITE_PRESET = ("insertion", "deletion", "id")
+
+
 def suite_metrics() -> dict[str, MetricFn]:
     """The metrics of `salience.metrics`, wrapped as `MetricFn` (empty if it is not installed)."""
     try:
         from .. import metrics as suite
     except ImportError:
         return {}
-    names = getattr(suite, "available_metrics", lambda: {})()
-    needs = getattr(suite, "METRIC_NEEDS", {})
-    presets = set(getattr(suite, "METRICS_WITH_PRESET", ()))
-    return {n: MetricFn(n, _suite_call(n), needs.get(n), n in presets) for n in names}
+    table = {n: MetricFn(n, _suite_call(n), SUITE_NEEDS.get(n), n in SUITE_PRESET) for n in suite.METRICS}
+    if hasattr(suite, "randomization_sanity"):
+        table["sanity"] = MetricFn("sanity", _sanity, needs="method")
+    return table
 
 
 def _suite_call(name: str) -> Callable[..., MetricOutput]:
     def call(model, x, maps, target, masks=None, boxes=None, **params) -> MetricOutput:
         from .. import metrics as suite
 
-        result = suite.evaluate(model, x, maps, target, metrics=[name], masks=masks, boxes=boxes, **params)
-        values = result[name]
-        curve = result.get(f"{name}_curve")
-        return MetricOutput(values=values, curves=curve)
+        result = suite.evaluate(model, x, maps, target, metrics=[name], masks=masks, boxes=boxes,
+                                return_curves=True, **params)[name]
+        return MetricOutput(result.values, getattr(result, "curves", None))
 
     return call
 
 
+def _sanity(model, x, maps, target, method=None, layers: int = 3, seed: int = 0, **_timing) -> MetricOutput:
+    """Spearman correlation with the original map after cascading randomisation of the top
+    ``layers`` layers (value: the last step; curve: every step)."""
+    from ..metrics import randomization_sanity
+
+    result = randomization_sanity(model, x, target, method, layers=layers, seed=seed)
+    return MetricOutput(result.values[:, -1], result.values)
+
+
+def _cost(model, x, maps, target, method=None, method_seconds: float = 0.0, forward_seconds: float = 1.0,
+          **_unused) -> MetricOutput:
+    """Seconds of the explanation / seconds of one forward pass of the same batch (one timing each)."""
+    return MetricOutput(torch.full((x.shape[0],), method_seconds / max(forward_seconds, 1e-12)))
+
+
+BENCH_METRICS = {"cost": MetricFn("cost", _cost, needs="method")}
+
+
 def available_metrics() -> dict[str, MetricFn]:
     """Every metric name a config may use."""
-    return {**suite_metrics(), **EXTRA_METRICS}
+    return {**suite_metrics(), **BENCH_METRICS, **EXTRA_METRICS}
 
 
 def get_metric(name: str, table: dict[str, MetricFn] | None = None) -> MetricFn:

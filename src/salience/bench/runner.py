@@ -30,7 +30,7 @@ from ..errors import SalienceError
 from .datasets import Sample, as_sample
 from .distributed import Shard
 from .grid import Plan, ResolvedMethod, ResolvedMetric
-from .ground_truth import boxes_to_input, mask_to_input
+from .ground_truth import boxes_mask, boxes_to_input, mask_to_input
 from .store import ResultRow, ResultStore
 
 
@@ -51,6 +51,7 @@ def run_plan(plan: Plan, store: ResultStore, shard: Shard | None = None, resume:
     ``models`` may supply already loaded models by name (tests, notebooks).
     """
     shard = shard or Shard(device=plan.grid.device)
+    device = shard.device or ("cuda" if torch.cuda.is_available() else "cpu")
     grid = plan.grid
     dataset = plan.dataset if hasattr(plan.dataset, "__getitem__") else list(plan.dataset)
     n = len(dataset) if grid.limit is None else min(grid.limit, len(dataset))
@@ -60,7 +61,7 @@ def run_plan(plan: Plan, store: ResultStore, shard: Shard | None = None, resume:
     total = len(batches) * len(grid.models) * len(plan.methods)
     with _progress(progress and shard.is_main, total) as advance:
         for model_name in grid.models:
-            model = (models or {}).get(model_name) or load_model(model_name, device=shard.device)
+            model = (models or {}).get(model_name) or load_model(model_name, device=device)
             done = {m.key: _done_by_image(store, model_name, m) for m in plan.methods} if resume else {}
             for batch in batches:
                 samples = [as_sample(dataset[i], i) for i in batch]
@@ -92,12 +93,12 @@ class Inputs:
     x: torch.Tensor
     classes: torch.Tensor
     masks: list[torch.Tensor | None]
-    boxes: list[torch.Tensor | None]
+    regions: list[torch.Tensor | None]
     class_names: Sequence[str] | None
 
     def subset(self, rows: list[int]) -> "Inputs":
         return Inputs(self.x[rows], self.classes[rows], [self.masks[r] for r in rows],
-                      [self.boxes[r] for r in rows], self.class_names)
+                      [self.regions[r] for r in rows], self.class_names)
 
     def target(self) -> ClassTarget:
         return ClassTarget(self.classes, torch.arange(len(self.classes)), self.class_names)
@@ -111,8 +112,9 @@ def _prepare(model: Model, samples: list[Sample], target: str) -> Inputs:
         labels = torch.tensor([-1 if s.label is None else s.label for s in samples])
         predicted = torch.where(labels >= 0, labels, predicted)
     masks = [None if s.masks is None else mask_to_input(s.masks, g) for s, g in zip(samples, geometries)]
-    boxes = [None if s.boxes is None else boxes_to_input(s.boxes, g) for s, g in zip(samples, geometries)]
-    return Inputs(x, predicted, masks, boxes, model.class_names)
+    regions = [m if m is not None or s.boxes is None else boxes_mask(boxes_to_input(s.boxes, g), g.input_size)
+               for m, s, g in zip(masks, samples, geometries)]
+    return Inputs(x, predicted, masks, regions, model.class_names)
 
 
 def _run_unit(store: ResultStore, run: str, model_name: str, model: Model, method: ResolvedMethod, metrics: list[ResolvedMetric],
@@ -122,9 +124,12 @@ def _run_unit(store: ResultStore, run: str, model_name: str, model: Model, metho
     target = inputs.target()
     expl = method.explainer(model, inputs.x, target)
     method_seconds = expl.seconds / len(samples)
+    timing = {"method": method.explainer, "method_seconds": expl.seconds}
+    if any(m.fn.needs == "method" for m in metrics):
+        timing["forward_seconds"] = _forward_seconds(model, inputs.x)
     written = 0
     for metric in metrics:
-        rows = _score(model, method, metric, samples, inputs, target, expl.maps)
+        rows = _score(model, method, metric, samples, inputs, target, expl.maps, timing)
         for row in rows:
             row.run, row.model, row.method_seconds = run, model_name, method_seconds
             if "error" in row.extra:
@@ -133,20 +138,34 @@ def _run_unit(store: ResultStore, run: str, model_name: str, model: Model, metho
     return written
 
 
+def _forward_seconds(model: Model, x: torch.Tensor, repeats: int = 3) -> float:
+    """Median seconds of one forward pass of ``x`` (after the batch's earlier forwards warmed up)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model(x)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[repeats // 2]
+
+
 def _score(model: Model, method: ResolvedMethod, metric: ResolvedMetric, samples: list[Sample],
-           inputs: Inputs, target: ClassTarget, maps: torch.Tensor) -> list[ResultRow]:
+           inputs: Inputs, target: ClassTarget, maps: torch.Tensor, timing: dict[str, Any]) -> list[ResultRow]:
     """One metric on the images that have the ground truth it needs; NULL rows for the rest."""
     need = metric.fn.needs
-    truth = {"masks": inputs.masks, "boxes": inputs.boxes}.get(need, [True] * len(samples))
+    truth = {"masks": inputs.masks, "region": inputs.regions}.get(need, [True] * len(samples))
     have = [j for j, t in enumerate(truth) if t is not None]
-    rows = [_row(samples[j], method, metric, None, {"skipped": f"no {need}"}) for j, t in enumerate(truth) if t is None]
+    reason = "no masks" if need == "masks" else "no masks or boxes"
+    rows = [_row(samples[j], method, metric, None, {"skipped": reason}) for j, t in enumerate(truth) if t is None]
     if not have:
         return rows
     kwargs = dict(metric.kwargs)
-    if need == "masks":
-        kwargs["masks"] = torch.stack([inputs.masks[j] for j in have]).to(model.device)
-    if need == "boxes":
-        kwargs["boxes"] = [inputs.boxes[j].to(model.device) for j in have]
+    if need in ("masks", "region"):
+        kwargs["masks"] = torch.stack([truth[j] for j in have]).to(model.device)
+    if need == "method":
+        kwargs.update(timing)
     sub_target = ClassTarget(target.classes[have], torch.arange(len(have)), target.class_names)
     start = time.perf_counter()
     try:
@@ -159,8 +178,8 @@ def _score(model: Model, method: ResolvedMethod, metric: ResolvedMetric, samples
     for k, j in enumerate(have):
         value = float(values[k])
         extra = {} if curves is None else {"curve": [round(float(v), 6) for v in curves[k]]}
-        if value != value:  # NaN: stored as NULL, with the reason
-            value, extra = None, {**extra, "error": "metric returned NaN"}
+        if value != value:  # NaN: no value (e.g. a mask that is empty on the model input), counted as skipped
+            value, extra = None, {**extra, "skipped": "metric undefined (NaN)"}
         rows.append(_row(samples[j], method, metric, value, extra, seconds))
     return rows
 
