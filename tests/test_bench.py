@@ -327,3 +327,30 @@ def test_missing_or_invalid_config_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("methods: [a, b\n")
     _one_line_error(CliRunner().invoke(app, ["bench", "--config", str(bad)]), "not valid YAML")
+
+
+# -- the real metric suite through the runner ------------------------------------------
+def test_suite_metrics_through_the_runner_equal_direct_calls(tmp_path):
+    suite = pytest.importorskip("salience.metrics", reason="salience.metrics not merged yet")
+    data = config(tmp_path, n_images=4)
+    data.update(metrics=["insertion", "deletion", "miou", "energy_pointing_game"], preset="rise", batch_size=4)
+    _, rows = run(data)
+    model = bench_plugin.load_tiny()
+    samples = bench_plugin.synthetic("4")
+    x, _ = model.prepare(ImageBatch([s.image for s in samples], [s.image_id for s in samples]))
+    from salience.targets import ClassTarget
+
+    classes = model(x).argmax(1)
+    target = ClassTarget(classes, torch.arange(4), model.class_names)
+    maps = x.abs().mean(1) * (1 + classes.float().view(-1, 1, 1))
+    got = {(r.metric, r.image): r for r in rows}
+    direct = suite.insertion(model, x, maps, target, preset="rise")
+    for i, s in enumerate(samples):
+        assert got["insertion", s.image_id].value == pytest.approx(float(direct.values[i]), abs=1e-5)
+        assert got["insertion", s.image_id].extra["curve"] == pytest.approx(direct.curves[i].tolist(), abs=1e-5)
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[:, :16, :16] = True  # images 0 and 2: the top-left block on the 32x32 input
+    epg = suite.energy_pointing_game(model, x[[0, 2]], maps[[0, 2]], masks=masks)
+    assert got["energy_pointing_game", "syn000"].value == pytest.approx(float(epg[0]), abs=1e-6)
+    assert got["energy_pointing_game", "syn001"].value is not None  # a box-only image counts for pointing games
+    assert got["miou", "syn001"].value is None  # but not for mIoU

@@ -72,7 +72,9 @@ def _suite_call(name: str) -> Callable[..., MetricOutput]:
 
         result = suite.evaluate(model, x, maps, target, metrics=[name], masks=masks, boxes=boxes,
                                 return_curves=True, **params)[name]
-        return MetricOutput(result.values, getattr(result, "curves", None))
+        if isinstance(result, torch.Tensor):
+            return MetricOutput(result)
+        return MetricOutput(result.values, result.curves)
 
     return call
 

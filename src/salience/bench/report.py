@@ -56,7 +56,7 @@ def _labeller(pairs: list[tuple[str, str]]):
     settings: dict[str, set[str]] = {}
     for name, params in pairs:
         settings.setdefault(name, set()).add(params)
-    return lambda name, params: name if len(settings[name]) == 1 else f"{name} {params}"
+    return lambda name, params: name if len(settings[name]) == 1 or params == "{}" else f"{name} {params}"
 
 
 def _fmt(value: float | None) -> str:
@@ -130,7 +130,8 @@ def plot_curves(rows: list[ResultRow], out: Path) -> list[Path]:
         for method, curve in sorted(by_method.items()):
             xs = [i / max(len(curve) - 1, 1) for i in range(len(curve))]
             ax.plot(xs, curve, label=method)
-        ax.set(xlabel="fraction of pixels", ylabel="score", title=f"{metric} · {model}")
+        ax.set(xlabel="fraction of the curve (pixels changed; layers randomised for sanity)", ylabel="score",
+               title=f"{metric} · {model}")
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         path = out / f"curve_{_slug(model)}_{_slug(metric)}.png"
@@ -162,4 +163,5 @@ def plot_bars(summary: list[SummaryRow], out: Path) -> list[Path]:
 
 
 def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+    slug = "".join(c if c.isalnum() or c in "-" else "_" for c in text)
+    return "_".join(part for part in slug.split("_") if part)
