@@ -309,7 +309,8 @@ def test_store_from_another_program_is_refused(tmp_path):
 @pytest.mark.parametrize("field, value, needles", [
     ("methods", ["test_channel_men"], ("unknown method 'test_channel_men'", "Did you mean 'test_channel_mean'")),
     ("metrics", ["test_delection"], ("unknown metric 'test_delection'", "Did you mean 'test_deletion'")),
-    ("dataset", "synthetik:3", ("unknown dataset kind 'synthetik'", "Did you mean 'synthetic'")),
+    ("dataset", "synthetik:3", ("unknown dataset", "'synthetik'")),
+    ("dataset", "synthetic", ("write it as KIND:PATH",)),
     ("models", ["bench_tine"], ("unknown model 'bench_tine'", "Did you mean 'bench_tiny'")),
     ("methods", [{"name": "test_channel_mean", "params": {"dely": 1}}], ("no parameter 'dely'", "'delay'")),
     ("batch_sise", 2, ("unknown key", "'batch_size'")),

@@ -34,11 +34,19 @@ class Sample:
     boxes: torch.Tensor | None = None
 
 
-def dataset_kinds() -> list[str]:
+def suite_kinds() -> list[str]:
+    """The dataset kinds `salience.data` lists (empty when it is not installed or lists none)."""
     try:
-        from ..data import dataset_kinds as suite_kinds
+        from .. import data
     except ImportError:
-        suite_kinds = lambda: []  # noqa: E731 - salience.data not installed
+        return []
+    for name in ("dataset_kinds", "available_datasets"):
+        if callable(getattr(data, name, None)):
+            return list(getattr(data, name)())
+    return []
+
+
+def dataset_kinds() -> list[str]:
     return sorted(set(suite_kinds()) | set(EXTRA_DATASETS))
 
 
@@ -49,11 +57,18 @@ def open_dataset(spec: str) -> Sequence[Any]:
         raise SalienceError(f"dataset '{spec}': write it as KIND:PATH (kinds: {', '.join(dataset_kinds())})")
     if kind in EXTRA_DATASETS:
         return EXTRA_DATASETS[kind](arg)
+    known = suite_kinds()
     try:
         from ..data import load_dataset
     except ImportError:
-        raise UnknownNameError("dataset kind", kind, dataset_kinds()) from None
-    return load_dataset(spec)
+        known = []
+        load_dataset = None
+    if load_dataset is None or (known and kind not in known):
+        raise UnknownNameError("dataset kind", kind, dataset_kinds())
+    try:
+        return load_dataset(spec)
+    except OSError as err:
+        raise SalienceError(f"dataset '{spec}': {err}") from None
 
 
 def as_sample(item: Any, index: int) -> Sample:

@@ -195,7 +195,6 @@ def resolve_method(spec: MethodSpec) -> ResolvedMethod:
     """The explainer for a method spec; unknown names or parameters are one-line errors."""
     from .. import methods as registry
 
-    _register_all_methods()
     try:
         explainer = registry.get_explainer(spec.name, **spec.params)
     except TypeError as err:
@@ -217,15 +216,6 @@ def _init_params(cls: Any) -> list[str]:
     if cls is None:
         return []
     return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-
-def _register_all_methods() -> None:
-    """Import the method families so their `@register` runs (those not installed are skipped)."""
-    for family in ("gradient", "cam", "perturbation", "reference"):
-        try:
-            importlib.import_module(f"salience.methods.{family}")
-        except ImportError:
-            pass
 
 
 def resolve_metric(spec: MetricSpec, preset: str | None, table: dict[str, MetricFn] | None) -> ResolvedMetric:
