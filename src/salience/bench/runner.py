@@ -45,11 +45,8 @@ class RunStats:
 
 
 def run_plan(plan: Plan, store: ResultStore, shard: Shard | None = None, resume: bool = False,
-             progress: bool = True, models: dict[str, Model] | None = None) -> RunStats:
-    """Evaluate every (image, model, method, metric) of ``plan`` on this shard into ``store``.
-
-    ``models`` may supply already loaded models by name (tests, notebooks).
-    """
+             progress: bool = True) -> RunStats:
+    """Evaluate every (image, model, method, metric) of ``plan`` on this shard into ``store``."""
     shard = shard or Shard(device=plan.grid.device)
     device = shard.device or ("cuda" if torch.cuda.is_available() else "cpu")
     grid = plan.grid
@@ -61,15 +58,19 @@ def run_plan(plan: Plan, store: ResultStore, shard: Shard | None = None, resume:
     total = len(batches) * len(grid.models) * len(plan.methods)
     with _progress(progress and shard.is_main, total) as advance:
         for model_name in grid.models:
-            model = (models or {}).get(model_name) or load_model(model_name, device=device)
+            model = load_model(model_name, device=device)
             done = {m.key: _done_by_image(store, model_name, m) for m in plan.methods} if resume else {}
+            expected = {(m.name, m.key) for m in plan.metrics}
             for batch in batches:
                 samples = [as_sample(dataset[i], i) for i in batch]
-                inputs = _prepare(model, samples, grid.target)
+                pending_by_method = {
+                    method.key: [j for j, s in enumerate(samples)
+                                 if not resume or not expected <= done[method.key].get(s.image_id, set())]
+                    for method in plan.methods
+                }
+                inputs = _prepare(model, samples, grid.target) if any(pending_by_method.values()) else None
                 for method in plan.methods:
-                    expected = {(m.name, m.key) for m in plan.metrics}
-                    pending = [j for j, s in enumerate(samples)
-                               if not resume or not expected <= done[method.key].get(s.image_id, set())]
+                    pending = pending_by_method[method.key]
                     stats.resumed += len(pending) == 0
                     if pending:
                         stats.rows += _run_unit(store, grid.name, model_name, model, method, plan.metrics,
