@@ -38,14 +38,16 @@ BUILTIN["bench_tiny"] = "tests.bench_plugin:load_tiny"
 
 @register
 class ChannelMean(Explainer):
-    """Test only: |x| averaged over channels, scaled by (1 + target class); optional delay."""
+    """Test only: |x| averaged over channels, scaled by (1 + target class); optional delay and
+    ``noise``: seeded noise drawn per row of the batch, so maps depend on the batch (as `random`'s do)."""
 
     name = "test_channel_mean"
     family = "test"
 
-    def __init__(self, delay: float = 0.0, batch_size: int = 32):
+    def __init__(self, delay: float = 0.0, noise: float = 0.0, batch_size: int = 32):
         super().__init__(batch_size=batch_size)
         self.delay = delay
+        self.noise = noise
 
     def attribute(self, model, x, target):
         log = os.environ.get("BENCH_TEST_LOG")
@@ -53,7 +55,10 @@ class ChannelMean(Explainer):
             with open(log, "a") as f:
                 f.write("".join(f"{os.getpid()} {float(x[i].sum()):.6f}\n" for i in range(len(x))))
         time.sleep(self.delay * len(x))
-        return x.abs().mean(1) * (1 + target.classes.to(x.device).float().view(-1, 1, 1))
+        maps = x.abs().mean(1) * (1 + target.classes.to(x.device).float().view(-1, 1, 1))
+        if self.noise:
+            maps = maps + self.noise * torch.rand(maps.shape, generator=torch.Generator().manual_seed(0))
+        return maps
 
 
 def synthetic(arg: str) -> list[Sample]:
@@ -98,7 +103,8 @@ def _energy(model, x, maps, target, masks=None, boxes=None) -> MetricOutput:
     return MetricOutput((pos * masks).flatten(1).sum(1) / pos.flatten(1).sum(1).clamp_min(1e-12))
 
 
-def _mean(model, x, maps, target, masks=None, boxes=None) -> MetricOutput:
+def _mean(model, x, maps, target, masks=None, boxes=None, delay: float = 0.0) -> MetricOutput:
+    time.sleep(delay)
     return MetricOutput(maps.flatten(1).mean(1))
 
 

@@ -1,15 +1,17 @@
 """Running a validated grid: explain, score, store — one batch of images at a time.
 
-For each batch of this rank's images, each model and each method: the pending images (those
-whose rows are not all stored yet, with ``resume``) are explained in one call and timed,
-then every metric runs on the batch and its rows are written and committed at once. Images
+For each batch of this rank's images, each model and each method: unless every row of the
+batch is stored already (with ``resume``), the batch is explained in one call and timed,
+then every metric runs on it and each metric's rows are written and committed at once.
+A partly stored batch is recomputed whole, so methods whose maps depend on the batch
+(seeded noise drawn per row) give a resumed run exactly the values of an uninterrupted one. Images
 lacking the masks or boxes a metric needs get a NULL row marked ``skipped`` (counted in the
 summary), and a metric that rejects a map (NaN values) gets a NULL row with the error.
 
 Reproducibility: every (batch, model, method) unit seeds torch from its image ids, so a
 run and its resume give the same values. Stochastic methods (rise, random) depend on the
 batch they are computed in; a sharded run batches different images together than a
-single-process run, so their values agree in distribution, not bit for bit.
+single-process run, so for them the two agree in distribution, not value for value.
 """
 
 from __future__ import annotations
@@ -63,18 +65,14 @@ def run_plan(plan: Plan, store: ResultStore, shard: Shard | None = None, resume:
             expected = {(m.name, m.key) for m in plan.metrics}
             for batch in batches:
                 samples = [as_sample(dataset[i], i) for i in batch]
-                pending_by_method = {
-                    method.key: [j for j, s in enumerate(samples)
-                                 if not resume or not expected <= done[method.key].get(s.image_id, set())]
-                    for method in plan.methods
-                }
-                inputs = _prepare(model, samples, grid.target) if any(pending_by_method.values()) else None
+                pending = {m.key: not resume or any(not expected <= done[m.key].get(s.image_id, set())
+                                                    for s in samples) for m in plan.methods}
+                inputs = _prepare(model, samples, grid.target) if any(pending.values()) else None
                 for method in plan.methods:
-                    pending = pending_by_method[method.key]
-                    stats.resumed += len(pending) == 0
-                    if pending:
+                    stats.resumed += not pending[method.key]
+                    if pending[method.key]:
                         stats.rows += _run_unit(store, grid.name, model_name, model, method, plan.metrics,
-                                                [samples[j] for j in pending], inputs.subset(pending), stats)
+                                                samples, inputs, stats)
                         stats.units += 1
                     advance(f"{model_name} · {method.name}")
     return stats
@@ -96,10 +94,6 @@ class Inputs:
     masks: list[torch.Tensor | None]
     regions: list[torch.Tensor | None]
     class_names: Sequence[str] | None
-
-    def subset(self, rows: list[int]) -> "Inputs":
-        return Inputs(self.x[rows], self.classes[rows], [self.masks[r] for r in rows],
-                      [self.regions[r] for r in rows], self.class_names)
 
     def target(self) -> ClassTarget:
         return ClassTarget(self.classes, torch.arange(len(self.classes)), self.class_names)
