@@ -17,9 +17,9 @@ from PIL import Image
 from torch import nn
 
 import salience as sl
-from salience.bench.datasets import Sample, register_dataset
-from salience.bench.metric_fns import MetricFn, MetricOutput, register_metric
-from salience.methods import Explainer, register
+from salience.bench.datasets import EXTRA_DATASETS, Sample, register_dataset
+from salience.bench.metric_fns import EXTRA_METRICS, MetricFn, MetricOutput, register_metric
+from salience.methods import REGISTRY, Explainer, register
 from salience.models import BUILTIN
 
 
@@ -33,10 +33,6 @@ def load_tiny() -> sl.Model:
     return sl.wrap(module, input_size=32, class_names=["a", "b", "c"], name="bench_tiny")
 
 
-BUILTIN["bench_tiny"] = "tests.bench_plugin:load_tiny"
-
-
-@register
 class ChannelMean(Explainer):
     """Test only: |x| averaged over channels, scaled by (1 + target class); optional delay and
     ``noise``: seeded noise drawn per row of the batch, so maps depend on the batch (as `random`'s do)."""
@@ -79,9 +75,6 @@ def synthetic(arg: str) -> list[Sample]:
     return out
 
 
-register_dataset("synthetic", synthetic)
-
-
 def _deletion(model, x, maps, target, masks=None, boxes=None, steps: int = 4) -> MetricOutput:
     """Probability of the target after zeroing the top fraction k/steps of pixels, k = 0..steps."""
     n, _, h, w = x.shape
@@ -108,7 +101,26 @@ def _mean(model, x, maps, target, masks=None, boxes=None, delay: float = 0.0) ->
     return MetricOutput(maps.flatten(1).mean(1))
 
 
-register_metric(MetricFn("test_deletion", _deletion, takes_preset=False))
-register_metric(MetricFn("test_energy", _energy, needs="masks"))
-register_metric(MetricFn("test_mean", _mean))
-register_metric(MetricFn("test_region_energy", _energy, needs="region"))
+METRICS = [MetricFn("test_deletion", _deletion), MetricFn("test_energy", _energy, needs="masks"),
+           MetricFn("test_mean", _mean), MetricFn("test_region_energy", _energy, needs="region")]
+
+
+def register_all() -> None:
+    """Put the model, method, dataset kind and metrics in their registries."""
+    BUILTIN["bench_tiny"] = "tests.bench_plugin:load_tiny"
+    register(ChannelMean)
+    register_dataset("synthetic", synthetic)
+    for metric in METRICS:
+        register_metric(metric)
+
+
+def unregister_all() -> None:
+    """Take them out again, so other test files see the registries as shipped."""
+    BUILTIN.pop("bench_tiny", None)
+    REGISTRY.pop(ChannelMean.name, None)
+    EXTRA_DATASETS.pop("synthetic", None)
+    for metric in METRICS:
+        EXTRA_METRICS.pop(metric.name, None)
+
+
+register_all()  # importing the module (``plugins: [tests.bench_plugin]``) registers everything

@@ -27,11 +27,21 @@ from salience.bench.store import KEY
 from salience.errors import SalienceError
 from salience.images import ImageBatch
 
-from . import bench_plugin
-
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
 METRICS = ["test_deletion", "test_energy", "test_mean"]
+bench_plugin = None  # the test-only plugin module, registered only while this file's tests run
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _plugin():
+    global bench_plugin
+    import importlib
+
+    bench_plugin = importlib.import_module("tests.bench_plugin")
+    bench_plugin.register_all()
+    yield
+    bench_plugin.unregister_all()
 
 
 def config(tmp_path: Path, n_images: int = 6, delay: float = 0.0, name: str = "cfg", **extra) -> dict:
