@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -193,3 +194,21 @@ def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "salience", "explain", "nothing.jpg", "--method", "no_such"],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": src}, timeout=120)
     assert proc.returncode == 1 and "unknown method 'no_such'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_default_model_explains_the_example_photo(tmp_path):
+    """The README's command: the bundled model sees the espresso, Grad-CAM is hot on the cup."""
+    import salience as sl
+
+    pytest.importorskip("salience.models.efficientnet_lite")
+    if "gradcam" not in sl.available_methods():
+        pytest.skip("gradcam not registered yet")
+    example = Path(__file__).parents[1] / "examples" / "coffee.jpg"
+    result = run("explain", example, "--method", "gradcam", "--out", tmp_path, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "coffee_gradcam.json").read_text())
+    assert record["target"] == "espresso" and record["original_size"] == [400, 600]
+    saliency = torch.from_numpy(np.load(tmp_path / "coffee_gradcam.npy"))
+    cup = saliency[40:150, 60:170].mean()  # the cup fills the centre-top of the 224x224 input
+    assert cup > 2 * saliency[180:, :].mean()
+    assert Image.open(tmp_path / "coffee_gradcam.png").size[0] == 600

@@ -79,10 +79,8 @@ def build_explainers(methods: list[str], params: dict[str, Any]) -> dict[str, Ex
     """
     explainers, used = {}, set()
     for name in methods:
-        key = name.strip().lower().replace("-", "_")
-        cls = REGISTRY.get(key)
-        if cls is None:
-            sl.get_explainer(name)  # raises UnknownNameError with a suggestion
+        cls = type(sl.get_explainer(name))  # resolves aliases; unknown names raise with a suggestion
+        key = cls.name
         accepted = inspect.signature(cls.__init__).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
         mine = {k: v for k, v in params.items() if takes_any or k in accepted and k != "self"}
@@ -93,7 +91,7 @@ def build_explainers(methods: list[str], params: dict[str, Any]) -> dict[str, Ex
             raise UsageError(f"method '{key}': {error}") from None
     unused = sorted(set(params) - used)
     if unused:
-        known = sorted({k for n in explainers for k in inspect.signature(REGISTRY[n].__init__).parameters} - {"self"})
+        known = sorted({k for e in explainers.values() for k in inspect.signature(type(e).__init__).parameters} - {"self"})
         raise UsageError(f"no chosen method takes parameter '{unused[0]}'. Parameters: {', '.join(known)}")
     return explainers
 
@@ -177,7 +175,7 @@ def run_explain(
     written: list[str] = []
     n_done = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True) as progress:
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("explaining", total=len(files) * len(explainers))
         for start in range(0, len(files), batch_size):
             chunk = list(zip(files[start:start + batch_size], names[start:start + batch_size]))
