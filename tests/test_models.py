@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -41,6 +42,12 @@ def photos():
     return sl.load_images([skdata.coffee(), datasets.load_sample_image("china.jpg"), skdata.chelsea()])
 
 
+@functools.lru_cache(maxsize=None)
+def _bundled(name: str) -> sl.Model:
+    """Each bundled model built once per test session (lite0 comes from ``default_model``)."""
+    return sl.load_model(name)
+
+
 def _probabilities(model, photos):
     x, _ = model.prepare(photos)
     with torch.inference_mode():
@@ -59,8 +66,7 @@ def test_lite0_top1_on_real_photos(default_model, photos):
 
 @pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
 def test_lite1_lite2_predictions(name, photos):
-    model = sl.load_model(name)
-    probs, x = _probabilities(model, photos)
+    probs, x = _probabilities(_bundled(name), photos)
     top5 = probs.topk(5).indices.tolist()
     assert top5[0][0] == ESPRESSO
     assert PALACE in top5[1] and top5[1][0] in BUILDINGS
@@ -69,13 +75,13 @@ def test_lite1_lite2_predictions(name, photos):
 
 
 @pytest.mark.parametrize("n", [0, 1, 2])
-def test_logits_equal_timm_with_same_weights(n, photos):
+def test_logits_equal_timm_with_same_weights(n, photos, default_model):
     timm = require("timm")
     name = f"efficientnet_lite{n}"
-    ours = sl.load_model(name)
+    ours = default_model if n == 0 else _bundled(name)
     reference = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False).eval()
     load_by_position(reference, torch.load(weights_path(name), map_location="cpu", weights_only=True))
-    x, _ = ours.prepare(photos)
+    x, _ = ours.prepare(photos[:1])
     with torch.inference_mode():
         diff = (ours(x) - reference(x)).abs().max().item()
     assert diff < 1e-4
