@@ -200,3 +200,9 @@ def test_hf_resnet_offline_cam_layer(tmp_path, transformers):
 def test_hf_missing_model_is_a_clear_error(tmp_path, transformers):
     with pytest.raises(SalienceError, match="cannot load Hugging Face model"):
         sl.load_model(f"hf:{tmp_path / 'nothing-here'}")
+    text_config = transformers.BertConfig(
+        vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8
+    )
+    transformers.BertModel(text_config).save_pretrained(tmp_path / "bert")
+    with pytest.raises(SalienceError, match="cannot load Hugging Face model"):
+        sl.load_model(f"hf:{tmp_path / 'bert'}")

