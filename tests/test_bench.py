@@ -290,6 +290,18 @@ def test_evaluate_command_end_to_end(tmp_path):
     assert (out / "summary.md").exists() and (out / "curve_bench_tiny_test_deletion.png").exists()
 
 
+def test_main_cli_has_evaluate_and_bench(tmp_path):
+    from salience.cli import app as main_app
+
+    data = config(tmp_path, n_images=2)
+    result = CliRunner().invoke(main_app, ["bench", "--config", str(write_config(tmp_path, data))])
+    assert result.exit_code == 0, result.output
+    assert len(table(data["store"])) == 2 * len(METRICS)
+    result = CliRunner().invoke(main_app, ["evaluate", "--dataset", "synthetic:2", "--methods", "nope",
+                                           "--metrics", "test_mean", "--model", "bench_tiny"])
+    _one_line_error(result, "unknown method 'nope'")
+
+
 # -- bad input --------------------------------------------------------------------------
 def _one_line_error(result, *needles: str) -> None:
     assert result.exit_code == 1

@@ -22,6 +22,7 @@ from rich.table import Table
 import salience as sl
 
 from . import viz
+from .bench.cli import bench_command, evaluate_command
 from .errors import ImageLoadError, SalienceError
 from .images import ImageBatch, _unique, expand_sources, load_image
 from .methods import REGISTRY, Explainer
@@ -230,6 +231,10 @@ def models():
     for prefix in PREFIXES:
         table.add_row(f"{prefix}:NAME", hub.get(prefix, ""))
     out.print(table)
+
+
+app.command("evaluate")(evaluate_command)
+app.command("bench")(bench_command)
 
 
 def main() -> None:
