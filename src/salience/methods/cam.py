@@ -225,7 +225,7 @@ class ScoreCam(CamExplainer):
             masks = F.interpolate(activations[i, k][:, None], size=x.shape[-2:], mode="bilinear", align_corners=True)
             low, high = masks.amin((2, 3), keepdim=True), masks.amax((2, 3), keepdim=True)
             masks = (masks - low) / (high - low + 1e-8)
-            masked = (x[i] * masks).contiguous(memory_format=memory_format)
+            masked = (x[i] * masks.to(x.dtype)).contiguous(memory_format=memory_format)
             scores[i, k] = self._scores(model, masked, target, rows[i])
         if self.weighting == "channel_softmax":
             weights = scores.softmax(1)
