@@ -183,7 +183,7 @@ def test_scorecam_matches_pytorch_grad_cam(default_model, photos):
     layer = early_layer(default_model)
     theirs = peer_maps(pgc.ScoreCAM, default_model, default_model.layer(layer), x[:1], classes[:1], batch_size=20)
     ours = ScoreCam(layer=layer, weighting="channel_softmax", batch_size=20)(default_model, x[:1], classes[:1]).maps
-    assert pearson(minmax(ours)[0], theirs[0]) >= 0.99
+    assert pearson(minmax(ours)[0], theirs[0]) >= 0.9999
 
 
 # -- batching, registry and model hygiene ----------------------------------------------------
