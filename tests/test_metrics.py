@@ -248,14 +248,18 @@ def test_deletion_matches_naive_loop_and_quantus_pixel_flipping(lite0):
     np.testing.assert_allclose(np.asarray(curve), ours.curves[0, 1:].numpy(), atol=1e-5)
 
 
-def test_bf16_channels_last_path_matches_fp32(lite0):
-    x = coffee_batch(lite0, 128)
-    maps = torch.rand(1, 128, 128)
+def test_fast_paths_against_fp32(lite0):
+    """channels-last alone is exact; bf16 autocast moves the AUC by ~0.01-0.02 on a random map
+    (measured 0.015 at 128², 16 steps): it is an opt-in speed path, not a drop-in."""
+    x = coffee_batch(lite0, 128).repeat(3, 1, 1, 1)
+    maps = torch.rand(3, 128, 128)
     opts = dict(n_steps=16, reference="blur")
     fp32 = insertion(lite0, x, maps, "top1", **opts).auc
-    fast = insertion(lite0, x, maps, "top1", precision="bf16", channels_last=True, **opts).auc
-    assert (fast - fp32).abs().item() < 0.01
-    assert lite0.module.conv_stem.weight.is_contiguous() if hasattr(lite0.module, "conv_stem") else True
+    last = insertion(lite0, x, maps, "top1", channels_last=True, **opts).auc
+    torch.testing.assert_close(last, fp32, atol=1e-4, rtol=0)
+    bf16 = insertion(lite0, x, maps, "top1", precision="bf16", channels_last=True, **opts).auc
+    assert (bf16 - fp32).abs().max().item() < 0.03
+    assert lite0.module.training is False and all(p.is_contiguous() for p in lite0.module.parameters())
 
 
 # -- localisation ------------------------------------------------------------------------
