@@ -10,6 +10,7 @@ from .errors import SalienceError
 from .explain import explain
 from .explanation import Explanation
 from .images import ImageBatch, load_images
+from .metrics import evaluate
 from .methods import available_methods, get_explainer
 from .models import available_models, load_model, wrap
 from .models.model import Model
@@ -29,6 +30,7 @@ __all__ = [
     "Target",
     "available_methods",
     "available_models",
+    "evaluate",
     "explain",
     "get_explainer",
     "load_images",

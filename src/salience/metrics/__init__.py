@@ -1,0 +1,39 @@
+"""Evaluation metrics for saliency maps, each returning one value per image.
+
+Perturbation metrics (`insertion`, `deletion`, `id_score`, `positive_perturbation`,
+`negative_perturbation`) take ``(model, x, maps, target, **options)`` and return a
+`CurveResult` (``.values`` = ``.auc`` per image, ``.curves``, ``.fractions``). Localisation
+metrics (`miou`, `pointing_game`, `energy_pointing_game`) take ``masks=`` or ``boxes=`` and
+return a (N,) tensor, NaN for rows without ground truth. `randomization_sanity` and
+`cost_ratio` take a method instead of maps. `evaluate` runs several by name.
+"""
+
+from .cost import cost_ratio
+from .curves import CurveResult
+from .evaluate import METRICS, available_metrics, evaluate, metric_function
+from .insertion_deletion import PRESETS, deletion, id_score, insertion
+from .miou import miou
+from .perturbation_auc import negative_perturbation, positive_perturbation
+from .pointing import energy_pointing_game, pointing_game
+from .randomization import SanityResult, randomization_sanity, spearman
+
+__all__ = [
+    "METRICS",
+    "PRESETS",
+    "CurveResult",
+    "SanityResult",
+    "available_metrics",
+    "cost_ratio",
+    "deletion",
+    "energy_pointing_game",
+    "evaluate",
+    "id_score",
+    "insertion",
+    "metric_function",
+    "miou",
+    "negative_perturbation",
+    "pointing_game",
+    "positive_perturbation",
+    "randomization_sanity",
+    "spearman",
+]
