@@ -2,6 +2,7 @@
 
 from .base import REGISTRY, Explainer, available_methods, get_explainer, register
 from . import cam  # noqa: F401
+from . import perturbation  # noqa: F401
 from . import reference  # noqa: F401
 
 __all__ = ["REGISTRY", "Explainer", "available_methods", "get_explainer", "register"]
