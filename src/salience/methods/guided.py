@@ -44,20 +44,30 @@ from .gradient import REDUCTIONS, reduce_channels
 
 
 class GuidedRectifier(torch.autograd.Function):
-    """clamp(x, lower, upper) forward; guided backward relu(g) · 1[lower < x < upper]."""
+    """clamp(x, 0, upper) forward; guided backward relu(g) · 1[0 < x < upper].
+
+    The mask is read from the output y (0 < y < upper exactly where 0 < x < upper), so
+    in-place calls work and nothing beyond the output is kept.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, lower: float, upper: float, inplace: bool) -> torch.Tensor:
-        ctx.save_for_backward((x > lower) & (x < upper))
+    def forward(ctx, x: torch.Tensor, upper: float, inplace: bool) -> torch.Tensor:
         if inplace:
             ctx.mark_dirty(x)
-            return x.clamp_(lower, upper)
-        return x.clamp(lower, upper)
+            y = x.clamp_(0, upper) if math.isfinite(upper) else x.clamp_(min=0)
+        else:
+            y = x.clamp(0, upper) if math.isfinite(upper) else x.clamp(min=0)
+        ctx.save_for_backward(y)
+        ctx.upper = upper
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (passes,) = ctx.saved_tensors
-        return grad.clamp(min=0) * passes, None, None, None
+        (y,) = ctx.saved_tensors
+        positive = grad.clamp(min=0)
+        if math.isfinite(ctx.upper):
+            return torch.ops.aten.hardtanh_backward(positive, y, 0.0, ctx.upper), None, None
+        return torch.ops.aten.threshold_backward(positive, y, 0), None, None
 
 
 class GuidedSmooth(torch.autograd.Function):
@@ -88,27 +98,27 @@ def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any) -> Any:
     return kwargs.get(name, default)
 
 
-def _rectifier_bounds(func: Callable, args: tuple, kwargs: dict) -> tuple[float, float, bool] | None:
-    """(lower, upper, inplace) if this call is a rectifier, else None."""
+def _rectifier_cap(func: Callable, args: tuple, kwargs: dict) -> tuple[float, bool] | None:
+    """(upper, inplace) if this call is a rectifier clamp(x, 0, upper), else None."""
     if func in (F.relu, torch.relu, torch.Tensor.relu):
-        return 0.0, math.inf, bool(_arg(args, kwargs, 1, "inplace", False)) if func is F.relu else False
+        return math.inf, bool(_arg(args, kwargs, 1, "inplace", False)) if func is F.relu else False
     if func in (torch.relu_, torch.Tensor.relu_):
-        return 0.0, math.inf, True
+        return math.inf, True
     if func is F.relu6:
-        return 0.0, 6.0, bool(_arg(args, kwargs, 1, "inplace", False))
+        return 6.0, bool(_arg(args, kwargs, 1, "inplace", False))
     if func in (F.hardtanh, F.hardtanh_):
         low, high = _arg(args, kwargs, 1, "min_val", -1.0), _arg(args, kwargs, 2, "max_val", 1.0)
         inplace = func is F.hardtanh_ or bool(_arg(args, kwargs, 3, "inplace", False))
-        return (0.0, float(high), inplace) if low == 0 and high > 0 else None
+        return (float(high), inplace) if low == 0 and high > 0 else None
     if func in (torch.clamp, torch.Tensor.clamp, torch.clamp_, torch.Tensor.clamp_, torch.clip, torch.Tensor.clip):
         low, high = _arg(args, kwargs, 1, "min", None), _arg(args, kwargs, 2, "max", None)
         if isinstance(low, (int, float)) and low == 0 and (high is None or isinstance(high, (int, float)) and high > 0):
-            return 0.0, math.inf if high is None else float(high), func in (torch.clamp_, torch.Tensor.clamp_)
+            return math.inf if high is None else float(high), func in (torch.clamp_, torch.Tensor.clamp_)
         return None
     if func in (torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_min_, torch.Tensor.clamp_min_):
         low = _arg(args, kwargs, 1, "min", None)
         if isinstance(low, (int, float)) and low == 0:
-            return 0.0, math.inf, func in (torch.clamp_min_, torch.Tensor.clamp_min_)
+            return math.inf, func in (torch.clamp_min_, torch.Tensor.clamp_min_)
     return None
 
 
@@ -128,6 +138,14 @@ def _smooth_function(func: Callable, args: tuple, kwargs: dict) -> tuple[Callabl
     return (lambda t: func(t, *rest, **extra)), inplace
 
 
+RECTIFIERS = frozenset({
+    F.relu, torch.relu, torch.Tensor.relu, torch.relu_, torch.Tensor.relu_, F.relu6, F.hardtanh, F.hardtanh_,
+    torch.clamp, torch.Tensor.clamp, torch.clamp_, torch.Tensor.clamp_, torch.clip, torch.Tensor.clip,
+    torch.clamp_min, torch.Tensor.clamp_min, torch.clamp_min_, torch.Tensor.clamp_min_,
+})
+INTERCEPTED = RECTIFIERS | frozenset(SMOOTH_ACTIVATIONS)
+
+
 class GuidedMode(TorchFunctionMode):
     """Routes rectifier (and optionally smooth activation) calls through guided backward.
 
@@ -141,12 +159,14 @@ class GuidedMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func not in INTERCEPTED:  # the fast path: every other op runs untouched
+            return func(*args, **kwargs)
         x = args[0] if args else None
         if isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled():
-            bounds = _rectifier_bounds(func, args, kwargs)
-            if bounds is not None:
+            cap = _rectifier_cap(func, args, kwargs)
+            if cap is not None:
                 self.guided += 1
-                return GuidedRectifier.apply(x, *bounds)
+                return GuidedRectifier.apply(x, *cap)
             smooth = _smooth_function(func, args, kwargs) if self.smooth == "guided" else None
             if smooth is not None:
                 self.guided += 1
