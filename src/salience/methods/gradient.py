@@ -170,7 +170,9 @@ class SmoothGrad(Explainer):
     reduce : str
         Channel reduction of the averaged gradient: ``"abs_max"``, ``"abs_sum"`` or ``"sum"``.
     batch_size : int
-        Noisy samples per forward/backward pass.
+        Noisy samples per forward/backward pass. Each sample keeps its activations for the
+        backward pass (about 85 MB for EfficientNet-Lite0 at 224², measured), so the default 4 keeps
+        the extra memory near 0.3 GB; on CPU larger chunks are not faster. Raise it on a GPU.
     """
 
     name = "smoothgrad"
@@ -183,7 +185,7 @@ class SmoothGrad(Explainer):
         seed: int = 0,
         squared: bool = False,
         reduce: str = "abs_max",
-        batch_size: int = 32,
+        batch_size: int = 4,
     ):
         super().__init__(batch_size=batch_size)
         if n_samples < 1:
@@ -305,7 +307,8 @@ class IntegratedGradients(Explainer):
     blur_sigma : float
         Gaussian sigma in pixels for the ``"blur"`` baseline.
     batch_size : int
-        Path points per forward/backward pass (memory bound).
+        Path points per forward/backward pass: the memory bound (see `SmoothGrad`: the
+        default 4 keeps extra memory near 0.3 GB at 224² on CPU; raise it on a GPU).
 
     The map is the signed sum over channels of the attributions; the per-channel tensor
     is `integrated_gradients_attributions`.
@@ -320,7 +323,7 @@ class IntegratedGradients(Explainer):
         baseline: "str | float | torch.Tensor" = "zero",
         method: str = "trapezoid",
         blur_sigma: float = 10.0,
-        batch_size: int = 32,
+        batch_size: int = 4,
     ):
         super().__init__(batch_size=batch_size)
         riemann_weights(steps, method)  # validate early
