@@ -117,8 +117,8 @@ class Preprocess:
         tx0, ty0, tx1, ty1 = (round(v) for v in geo.target_box)
         region = image.resize((tx1 - tx0, ty1 - ty0), self.resample, box=(sx0, sy0, sx1, sy1))
         arr = torch.from_numpy(np.asarray(region, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
         if (tx0, ty0, tx1, ty1) != (0, 0, w_in, h_in):
             canvas = mean.expand(3, h_in, w_in).clone()  # pad with the mean colour: 0 after normalising
             canvas[:, ty0:ty1, tx0:tx1] = arr
@@ -132,6 +132,6 @@ class Preprocess:
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         """Undo the normalisation: (B, 3, H, W) -> RGB in [0, 1]."""
-        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return x * std + mean

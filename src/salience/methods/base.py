@@ -18,19 +18,22 @@ from ..models.model import Model
 from ..targets import ClassTarget, Target, resolve_target
 
 REGISTRY: dict[str, type["Explainer"]] = {}
+ALIASES: dict[str, str] = {}
 
 
 def register(cls: type["Explainer"]) -> type["Explainer"]:
-    """Class decorator: make a method available by its ``name``."""
+    """Class decorator: make a method available by its ``name`` (and its ``aliases``)."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name")
     REGISTRY[cls.name] = cls
+    ALIASES.update({alias: cls.name for alias in cls.aliases})
     return cls
 
 
 def get_explainer(name: str, **params: Any) -> "Explainer":
     """An explainer by registered name, with its parameters."""
     key = name.strip().lower().replace("-", "_")
+    key = ALIASES.get(key, key)
     if key not in REGISTRY:
         raise UnknownNameError("method", name, list(REGISTRY))
     return REGISTRY[key](**params)
@@ -56,6 +59,7 @@ class Explainer:
     """
 
     name: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()
     family: ClassVar[str] = ""
 
     def __init__(self, batch_size: int = 32):

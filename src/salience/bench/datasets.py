@@ -1,0 +1,98 @@
+"""Datasets as the runner reads them: ``kind:path`` specs and one sample record.
+
+Specs go to `salience.data.load_dataset`; `register_dataset` adds other kinds (tests,
+plugins). The runner reads every sample through `as_sample`, so it depends only on the
+fields it uses: the photo, the label, the image id, instance masks and boxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+
+from ..errors import SalienceError, UnknownNameError
+
+EXTRA_DATASETS: dict[str, Callable[[str], Sequence[Any]]] = {}
+
+
+def register_dataset(kind: str, loader: Callable[[str], Sequence[Any]]) -> None:
+    """Make ``kind:ARG`` specs open with ``loader(ARG)``."""
+    EXTRA_DATASETS[kind] = loader
+
+
+@dataclass
+class Sample:
+    """One photo with what the metrics need: label, image id, masks (K, h, w) and boxes (K, 4)."""
+
+    image: Image.Image
+    image_id: str
+    label: int | None = None
+    masks: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+
+
+def suite_kinds() -> list[str]:
+    """The dataset kinds `salience.data` lists (empty when it is not installed or lists none)."""
+    try:
+        from .. import data
+    except ImportError:
+        return []
+    for name in ("dataset_kinds", "available_datasets"):
+        if callable(getattr(data, name, None)):
+            return list(getattr(data, name)())
+    return []
+
+
+def dataset_kinds() -> list[str]:
+    return sorted(set(suite_kinds()) | set(EXTRA_DATASETS))
+
+
+def open_dataset(spec: str) -> Sequence[Any]:
+    """The dataset a ``kind:path`` spec names; a one-line error for unknown kinds or paths."""
+    kind, _, arg = spec.partition(":")
+    if not arg:
+        raise SalienceError(f"dataset '{spec}': write it as KIND:PATH (kinds: {', '.join(dataset_kinds())})")
+    if kind in EXTRA_DATASETS:
+        return EXTRA_DATASETS[kind](arg)
+    known = suite_kinds()
+    try:
+        from ..data import load_dataset
+    except ImportError:
+        known = []
+        load_dataset = None
+    if load_dataset is None or (known and kind not in known):
+        raise UnknownNameError("dataset kind", kind, dataset_kinds())
+    try:
+        return load_dataset(spec)
+    except OSError as err:
+        raise SalienceError(f"dataset '{spec}': {err}") from None
+
+
+def as_sample(item: Any, index: int) -> Sample:
+    """Read a dataset item (a `Sample`, or any record with the same fields) as a `Sample`."""
+    if isinstance(item, Sample):
+        return item
+    image = _field(item, "image")
+    image_id = _field(item, "image_id", "id", "name")
+    label = _field(item, "label")
+    masks = _field(item, "masks")
+    boxes = _field(item, "boxes")
+    return Sample(
+        image=image,
+        image_id=str(image_id) if image_id is not None else f"image{index}",
+        label=None if label is None or int(label) < 0 else int(label),
+        masks=None if masks is None or len(masks) == 0 else torch.as_tensor(masks).bool(),
+        boxes=None if boxes is None or len(boxes) == 0 else torch.as_tensor(boxes).float().reshape(-1, 4),
+    )
+
+
+def _field(item: Any, *names: str) -> Any:
+    for name in names:
+        if isinstance(item, dict) and name in item:
+            return item[name]
+        if hasattr(item, name):
+            return getattr(item, name)
+    return None

@@ -1,0 +1,167 @@
+"""Summaries of a result store: mean ± std tables (Markdown, CSV) and plots (PNG).
+
+Per model × method × metric: the mean and the sample standard deviation (ddof = 1; empty
+for n < 2) over the images with a value, n, and how many images were skipped (no masks or
+boxes for the metric) or failed (the metric rejected the map). Plots: for every curve
+metric (insertion, deletion, ...) the mean curve of each method; for every metric a bar
+chart of the methods' means with std error bars.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .store import ResultRow
+
+
+@dataclass
+class SummaryRow:
+    """mean ± std of one metric for one method under one model."""
+
+    model: str
+    method: str
+    metric: str
+    mean: float | None
+    std: float | None
+    n: int
+    skipped: int
+    failed: int
+
+
+def summarize(rows: list[ResultRow]) -> list[SummaryRow]:
+    """Group rows by (model, method, metric) in first-seen order and reduce them."""
+    method_label = _labeller([(r.method, r.params) for r in rows])
+    metric_label = _labeller([(r.metric, r.metric_params) for r in rows])
+    groups: dict[tuple[str, str, str], list[ResultRow]] = {}
+    for row in rows:
+        key = (row.model, method_label(row.method, row.params), metric_label(row.metric, row.metric_params))
+        groups.setdefault(key, []).append(row)
+    out = []
+    for (model, method, metric), group in groups.items():
+        values = [r.value for r in group if r.value is not None]
+        n = len(values)
+        mean = sum(values) / n if n else None
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+        skipped = sum(1 for r in group if r.value is None and "skipped" in r.extra)
+        out.append(SummaryRow(model, method, metric, mean, std, n, skipped, sum(1 for r in group if r.value is None) - skipped))
+    return out
+
+
+def _labeller(pairs: list[tuple[str, str]]):
+    """``label(name, params)``: the name, plus the params where one name comes with several."""
+    settings: dict[str, set[str]] = {}
+    for name, params in pairs:
+        settings.setdefault(name, set()).add(params)
+    return lambda name, params: name if len(settings[name]) == 1 or params == "{}" else f"{name} {params}"
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def to_markdown(summary: list[SummaryRow]) -> str:
+    """A Markdown table: model, method, metric, mean ± std, n, skipped, failed."""
+    lines = ["| model | method | metric | mean ± std | n | skipped | failed |",
+             "|---|---|---|---|---:|---:|---:|"]
+    for s in summary:
+        cell = "–" if s.mean is None else (f"{s.mean:.4f}" + ("" if s.std is None else f" ± {s.std:.4f}"))
+        lines.append(f"| {s.model} | {s.method} | {s.metric} | {cell} | {s.n} | {s.skipped} | {s.failed} |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(summary: list[SummaryRow]) -> str:
+    """The same table as CSV, with mean and std in separate columns."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["model", "method", "metric", "mean", "std", "n", "skipped", "failed"])
+    for s in summary:
+        writer.writerow([s.model, s.method, s.metric, _fmt(s.mean), _fmt(s.std), s.n, s.skipped, s.failed])
+    return buf.getvalue()
+
+
+def mean_curves(rows: list[ResultRow]) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """(model, metric) -> method -> the mean curve over images (curves of equal length)."""
+    method_label = _labeller([(r.method, r.params) for r in rows])
+    metric_label = _labeller([(r.metric, r.metric_params) for r in rows])
+    sums: dict[tuple[str, str], dict[str, tuple[list[float], int]]] = {}
+    for row in rows:
+        curve = row.extra.get("curve")
+        if not curve:
+            continue
+        by_method = sums.setdefault((row.model, metric_label(row.metric, row.metric_params)), {})
+        method = method_label(row.method, row.params)
+        total, count = by_method.get(method, ([0.0] * len(curve), 0))
+        if len(total) != len(curve):
+            continue
+        by_method[method] = ([a + b for a, b in zip(total, curve)], count + 1)
+    return {k: {m: [v / c for v in t] for m, (t, c) in d.items()} for k, d in sums.items()}
+
+
+def write_report(rows: list[ResultRow], out: str | Path) -> dict[str, list[Path]]:
+    """Write summary.md, summary.csv and the PNG plots into ``out``; return the paths by kind."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(rows)
+    (out / "summary.md").write_text(to_markdown(summary))
+    (out / "summary.csv").write_text(to_csv(summary))
+    return {"tables": [out / "summary.md", out / "summary.csv"],
+            "curves": plot_curves(rows, out), "bars": plot_bars(summary, out)}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(rows: list[ResultRow], out: Path) -> list[Path]:
+    """One PNG per (model, curve metric): each method's mean curve over the fraction of pixels."""
+    plt = _pyplot()
+    paths = []
+    for (model, metric), by_method in mean_curves(rows).items():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for method, curve in sorted(by_method.items()):
+            xs = [i / max(len(curve) - 1, 1) for i in range(len(curve))]
+            ax.plot(xs, curve, label=method)
+        ax.set(xlabel="fraction of the curve (pixels changed; layers randomised for sanity)", ylabel="score",
+               title=f"{metric} · {model}")
+        ax.legend(fontsize=7, ncol=2)
+        fig.tight_layout()
+        path = out / f"curve_{_slug(model)}_{_slug(metric)}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def plot_bars(summary: list[SummaryRow], out: Path) -> list[Path]:
+    """One PNG per (model, metric): the mean of each method with std error bars."""
+    plt = _pyplot()
+    groups: dict[tuple[str, str], list[SummaryRow]] = {}
+    for s in summary:
+        if s.mean is not None:
+            groups.setdefault((s.model, s.metric), []).append(s)
+    paths = []
+    for (model, metric), group in groups.items():
+        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(group) + 2), 4))
+        ax.bar([s.method for s in group], [s.mean for s in group], yerr=[s.std or 0.0 for s in group], capsize=3)
+        ax.set(ylabel=metric, title=f"{metric} · {model} (mean ± std)")
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+        fig.tight_layout()
+        path = out / f"bars_{_slug(model)}_{_slug(metric)}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _slug(text: str) -> str:
+    slug = "".join(c if c.isalnum() or c in "-" else "_" for c in text)
+    return "_".join(part for part in slug.split("_") if part)
