@@ -15,8 +15,7 @@ part of the network after the layer, with no parameter gradients, in one
 
 from __future__ import annotations
 
-import contextlib
-from typing import ClassVar, Iterator
+from typing import Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +23,7 @@ from torch import nn
 
 from ..errors import LayerNotFoundError
 from ..hooks import capture_layer, frozen_parameters
+from ..models.fast import inference_forward
 from ..models.model import Model
 from ..targets import ClassTarget, Target
 from .base import Explainer, batches, register
@@ -182,9 +182,10 @@ class ScoreCam(CamExplainer):
         CIC, increase of confidence). No effect with ``channel_softmax`` (shift-invariant).
     batch_size : int
         Masked images per forward pass.
-    channels_last : bool, optional
-        Run the masked passes in channels-last memory format (the model's 4-D parameters are
-        converted for the call and restored after). Default: on CPU only, where it is faster.
+    trace, channels_last :
+        Run the masked passes through `salience.models.fast.inference_forward` (a frozen
+        TorchScript trace verified against the eager model, channels-last inputs; None:
+        channels-last on CPU only).
     """
 
     name = "scorecam"
@@ -195,6 +196,7 @@ class ScoreCam(CamExplainer):
         weighting: str = "probability",
         baseline: str = "none",
         batch_size: int = 64,
+        trace: bool = True,
         channels_last: bool | None = None,
     ):
         super().__init__(layer=layer, batch_size=batch_size)
@@ -204,29 +206,29 @@ class ScoreCam(CamExplainer):
             raise ValueError(f"baseline must be one of {BASELINES}, got '{baseline}'")
         self.weighting = weighting
         self.baseline = baseline
+        self.trace = trace
         self.channels_last = channels_last
 
     def attribute(self, model: Model, x: torch.Tensor, target: Target) -> torch.Tensor:
-        use_cl = model.device.type == "cpu" if self.channels_last is None else self.channels_last
-        with _channels_last(model.module, use_cl), torch.inference_mode():
+        with torch.inference_mode():
             return super().attribute(model, x, target)
 
     def activations_and_weights(self, model, layer, x, target, rows):
-        memory_format = _memory_format(model.module)
         with capture_layer(layer) as cap:
-            model(x.contiguous(memory_format=memory_format))
+            model(x)
         activations = _captured(cap, layer).float()
         n, channels = activations.shape[:2]
         varying = (activations.amax((2, 3)) > activations.amin((2, 3))).nonzero()  # (pairs, 2): row, channel
         zero_scores = self._scores(model, torch.zeros_like(x[:1]).expand_as(x), target, rows)
+        example = x[:1].expand(min(self.batch_size, max(len(varying), 1)), -1, -1, -1)
+        forward = inference_forward(model, example, self.trace, self.channels_last)
         scores = zero_scores[:, None].repeat(1, channels)
         for chunk in batches(len(varying), self.batch_size):
             i, k = varying[chunk].unbind(1)
             masks = F.interpolate(activations[i, k][:, None], size=x.shape[-2:], mode="bilinear", align_corners=True)
             low, high = masks.amin((2, 3), keepdim=True), masks.amax((2, 3), keepdim=True)
             masks = (masks - low) / (high - low + 1e-8)
-            masked = (x[i] * masks.to(x.dtype)).contiguous(memory_format=memory_format)
-            scores[i, k] = self._scores(model, masked, target, rows[i])
+            scores[i, k] = self._scores(forward, x[i] * masks.to(x.dtype), target, rows[i])
         if self.weighting == "channel_softmax":
             weights = scores.softmax(1)
         elif self.baseline == "subtract":
@@ -235,30 +237,9 @@ class ScoreCam(CamExplainer):
             weights = scores
         return activations, weights[:, :, None, None]
 
-    def _scores(self, model: Model, x: torch.Tensor, target: Target, rows: torch.Tensor) -> torch.Tensor:
-        output = model(x)
+    def _scores(self, forward: Callable, x: torch.Tensor, target: Target, rows: torch.Tensor) -> torch.Tensor:
+        output = forward(x)
         if self.weighting == "probability" and isinstance(target, ClassTarget) and isinstance(output, torch.Tensor):
             classes = target.classes.to(output.device)[rows]
             return output.float().softmax(1).gather(1, classes[:, None])[:, 0]
         return target.score(output, rows).float()
-
-
-def _memory_format(module: nn.Module) -> torch.memory_format:
-    for p in module.parameters():
-        if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
-            return torch.channels_last
-    return torch.contiguous_format
-
-
-@contextlib.contextmanager
-def _channels_last(module: nn.Module, enabled: bool) -> Iterator[None]:
-    """Store the module's 4-D parameters and buffers channels-last; restore the originals after."""
-    tensors = [t for t in [*module.parameters(), *module.buffers()] if t.dim() == 4] if enabled else []
-    originals = [t.data for t in tensors]
-    try:
-        for t in tensors:
-            t.data = t.data.contiguous(memory_format=torch.channels_last)
-        yield
-    finally:
-        for t, data in zip(tensors, originals):
-            t.data = data

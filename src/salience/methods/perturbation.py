@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..models.fast import inference_forward
 from ..models.model import Model
 from ..targets import ClassTarget, Target
 from .base import Explainer, batches, register
@@ -39,13 +40,14 @@ def pixel_fill(model: Model, colour: float | str | Sequence[float], device) -> t
     return (value - mean) / std
 
 
-def target_scores(model: Model, images: torch.Tensor, target: Target, rows: torch.Tensor, score: str) -> torch.Tensor:
-    """Float scores of ``images`` for target rows ``rows``.
+def target_scores(model: Model, images: torch.Tensor, target: Target, rows: torch.Tensor, score: str,
+                  forward: Callable | None = None) -> torch.Tensor:
+    """Float scores of ``images`` for target rows ``rows`` (through ``forward``, default the model).
 
     ``score="probability"`` reads class targets from the softmax of the logits; other
     targets (callables) always give their own score.
     """
-    output = model(images)
+    output = (forward or model)(images)
     if score == "probability" and isinstance(target, ClassTarget):
         output = output.float().softmax(1)
     return target.score(output, rows).float()
@@ -78,12 +80,14 @@ class RISE(Explainer):
         accumulation; bf16 scores carry ~3 significant digits of noise. Worth it only where
         the hardware has bf16 units (GPUs, CPUs with AVX512-BF16/AMX): on an AVX2 CPU
         without them a bf16 forward measured ~9x slower than float32.
-    channels_last : bool or None
-        Feed the model channels-last images; None: on CPU only.
+    trace, channels_last :
+        Run the masked batches through `salience.models.fast.inference_forward` (a
+        frozen TorchScript trace, verified against the eager model; channels-last images,
+        None: on CPU only). Tracing halves the cost per image on EfficientNet-Lite0 on CPU.
     batch_size : int or None
         Masked images per forward pass; None: 4 on CPU, 64 on GPU. On CPU, large batches
         are memory-bound: per image, batch 4 took 0.76x and batch 32 1.58x the time of a
-        batch-1 forward (EfficientNet-Lite0, channels-last, one thread).
+        batch-1 forward (EfficientNet-Lite0, channels-last, one thread, eager).
     """
 
     name = "rise"
@@ -97,6 +101,7 @@ class RISE(Explainer):
         seed: int = 0,
         score: str = "probability",
         autocast: str | None = None,
+        trace: bool = True,
         channels_last: bool | None = None,
         batch_size: int | None = None,
     ):
@@ -104,6 +109,7 @@ class RISE(Explainer):
         self.batch_size = batch_size
         _check_choice("score", score, SCORES)
         _check_choice("autocast", autocast, AUTOCAST)
+        self.trace = trace
         self.n_masks = n_masks
         self.grid_size = grid_size
         self.p1 = p1
@@ -119,8 +125,8 @@ class RISE(Explainer):
         with torch.inference_mode():
             offset = x.float() - fill
             saliency = torch.zeros(n, h * w, device=x.device)
-            scores_of = self._scorer(model, x, target)
             batch = self.batch_size or (4 if x.device.type == "cpu" else 64)
+            scores_of = self._scorer(model, x, target, batch)
             masks = rise_masks(self.n_masks, (h, w), self.grid_size, self.p1, self.seed, batch, x.device)
             for mask in masks:
                 flat = mask.flatten(1).T  # (H·W, B)
@@ -130,18 +136,16 @@ class RISE(Explainer):
                     saliency[r].addmv_(flat, scores)
         return (saliency / (self.n_masks * self.p1)).view(n, h, w)
 
-    def _scorer(self, model: Model, x: torch.Tensor, target: Target) -> Callable:
-        """``(images, rows) -> scores`` with this run's memory format and precision."""
-        channels_last = self.channels_last if self.channels_last is not None else x.device.type == "cpu"
-        precision = _bf16(x.device) if self.autocast == "bf16" and _keeps_top1(model, x, target) else None
+    def _scorer(self, model: Model, x: torch.Tensor, target: Target, batch: int) -> Callable:
+        """``(images, rows) -> scores`` in this run's precision, through the fast forward."""
+        if self.autocast == "bf16" and _keeps_top1(model, x, target):
+            def scores_of(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+                with _bf16(x.device):
+                    return target_scores(model, images, target, rows, self.score)
 
-        def scores_of(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with precision or contextlib.nullcontext():
-                return target_scores(model, images, target, rows, self.score)
-
-        return scores_of
+            return scores_of
+        forward = inference_forward(model, x[:1].expand(batch, -1, -1, -1), self.trace, self.channels_last)
+        return lambda images, rows: target_scores(model, images, target, rows, self.score, forward)
 
 
 def _bf16(device: torch.device) -> torch.autocast:
@@ -182,8 +186,10 @@ class Occlusion(Explainer):
         The paint colour in pixel space ([0, 1]); "mean" is the normalisation mean.
     score : {"logit", "probability"}
         What a class target scores.
-    batch_size : int
-        Occluded images per forward pass.
+    trace, channels_last :
+        The fast forward of `salience.models.fast.inference_forward` (see `rise`).
+    batch_size : int or None
+        Occluded images per forward pass; None: 4 on CPU, 64 on GPU.
     """
 
     name = "occlusion"
@@ -195,10 +201,15 @@ class Occlusion(Explainer):
         stride: int | tuple[int, int] = 8,
         baseline: float | str | Sequence[float] = "mean",
         score: str = "logit",
-        batch_size: int = 64,
+        trace: bool = True,
+        channels_last: bool | None = None,
+        batch_size: int | None = None,
     ):
-        super().__init__(batch_size=batch_size)
+        super().__init__(batch_size=batch_size or 1)
+        self.batch_size = batch_size
         _check_choice("score", score, SCORES)
+        self.trace = trace
+        self.channels_last = channels_last
         self.window = window
         self.stride = stride
         self.baseline = baseline
@@ -212,15 +223,18 @@ class Occlusion(Explainer):
         fill = pixel_fill(model, self.baseline, x.device)
         maps = torch.zeros(n, h, w, device=x.device)
         rows = torch.arange(n, device=x.device)
+        batch = self.batch_size or (4 if x.device.type == "cpu" else 64)
         with torch.inference_mode():
             clean = target_scores(model, x, target, rows, self.score)
-            for chunk in batches(len(rows_in) * n_cols, self.batch_size):
+            forward = inference_forward(model, x[:1].expand(batch, -1, -1, -1), self.trace, self.channels_last)
+            for chunk in batches(len(rows_in) * n_cols, batch):
                 index = torch.arange(chunk.start, chunk.stop, device=x.device)
                 in_rows, in_cols = rows_in[index // n_cols].float(), cols_in[index % n_cols].float()
                 windows = (in_rows[:, None, :, None] * in_cols[:, None, None, :]).bool()  # (K, 1, H, W)
                 for r in range(n):
                     images = torch.where(windows, fill, x[r : r + 1])
-                    drop = clean[r] - target_scores(model, images, target, rows[r].expand(len(images)), self.score)
+                    scores = target_scores(model, images, target, rows[r].expand(len(images)), self.score, forward)
+                    drop = clean[r] - scores
                     maps[r] += in_rows.T @ (drop[:, None] * in_cols)
         return maps / coverage
 

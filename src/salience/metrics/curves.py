@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import torch
 
+from ..models.fast import inference_forward
 from ..models.model import Model
 from ..targets import Target, resolve_target
 from .scoring import ScoreFn
@@ -82,20 +83,14 @@ def as_target(model: Model, x: torch.Tensor, target: Any) -> Target:
 
 
 @contextmanager
-def forward_mode(model: Model, precision: str = "fp32", channels_last: bool = False) -> Iterator[None]:
-    """Inference mode, optionally bf16 autocast and channels-last weights (restored after)."""
+def forward_mode(model: Model, precision: str = "fp32") -> Iterator[None]:
+    """Inference mode, optionally with bf16 autocast."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if channels_last:
-        model.module.to(memory_format=torch.channels_last)
-    try:
-        with torch.inference_mode(), torch.autocast(
-            device_type=model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"
-        ):
-            yield
-    finally:
-        if channels_last:
-            model.module.to(memory_format=torch.contiguous_format)
+    with torch.inference_mode(), torch.autocast(
+        device_type=model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"
+    ):
+        yield
 
 
 def perturbation_curves(
@@ -108,12 +103,14 @@ def perturbation_curves(
     score_fn: ScoreFn,
     batch_size: int = 32,
     precision: str = "fp32",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
+    trace: bool = True,
 ) -> torch.Tensor:
     """Scores (N, K): image n with its ``counts[k]`` first-ranked pixels taken from ``finish``.
 
     ``ranks`` (N, H*W) from `pixel_ranks`; ``start`` / ``finish`` (N, 3, H, W); sample n
-    belongs to target row n.
+    belongs to target row n. Batches run through `inference_forward` (channels-last, frozen
+    trace in fp32; see `salience.models.fast`).
     """
     n, k = ranks.shape[0], counts.numel()
     h, w = start.shape[-2:]
@@ -122,13 +119,13 @@ def perturbation_curves(
     image_of = torch.arange(n, device=device).repeat_interleave(k)
     step_of = torch.arange(k, device=device).repeat(n)
     scores = torch.empty(n * k, device=device)
-    with forward_mode(model, precision, channels_last):
+    with forward_mode(model, precision):
+        example = start[:1].expand(min(batch_size, n * k), -1, -1, -1)
+        forward = inference_forward(model, example, trace=trace and precision == "fp32", channels_last=channels_last)
         for begin in range(0, n * k, batch_size):
             chunk = slice(begin, min(begin + batch_size, n * k))
             images = image_of[chunk]
             changed = (ranks[images] < counts[step_of[chunk]][:, None]).view(-1, 1, h, w)
             batch = torch.where(changed, finish[images], start[images])
-            if channels_last:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            scores[chunk] = score_fn(model(batch), target, images).float()
+            scores[chunk] = score_fn(forward(batch), target, images).float()
     return scores.view(n, k)

@@ -85,8 +85,8 @@ def evaluate(
 
 
 _OPTIONS = {
-    insertion: {"preset", "reference", "step", "n_steps", "score", "batch_size", "precision", "channels_last"},
-    positive_perturbation: {"fractions", "reference", "score", "batch_size", "precision", "channels_last"},
+    insertion: {"preset", "reference", "step", "n_steps", "score", "batch_size", "precision", "channels_last", "trace"},
+    positive_perturbation: {"fractions", "reference", "score", "batch_size", "precision", "channels_last", "trace"},
     miou: {"masks", "boxes", "threshold", "box_frame"},
     pointing_game: {"masks", "boxes", "tolerance", "box_frame"},
     energy_pointing_game: {"masks", "boxes", "box_frame"},

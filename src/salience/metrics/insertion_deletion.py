@@ -66,7 +66,8 @@ def causal_curve(
     score: Score | None = None,
     batch_size: int = 32,
     precision: str = "fp32",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
+    trace: bool = True,
 ) -> CurveResult:
     """Insertion (``mode="insertion"``) or deletion curves and AUCs; see the module doc."""
     x = x.to(model.device)
@@ -78,7 +79,8 @@ def causal_curve(
     start, finish = (ref, x) if mode == "insertion" else (x, ref)
     counts = pixel_counts(h * w, s["step"], s["n_steps"])
     curves = perturbation_curves(
-        model, ranks, start, finish, counts, target, score_function(s["score"]), batch_size, precision, channels_last
+        model, ranks, start, finish, counts, target, score_function(s["score"]), batch_size, precision, channels_last,
+        trace,
     )
     fractions = counts.to(curves.device, torch.float32) / (h * w)
     return CurveResult(trapezoid_auc(curves, fractions), curves, fractions)
@@ -89,7 +91,7 @@ def insertion(model: Model, x: torch.Tensor, maps: Any, target: Any = "top1", **
 
     Options: ``preset`` (rise | keio | aha), ``reference`` (zero | input-zero | mean | blur
     | tensor), ``step`` (pixels) or ``n_steps``, ``score`` (probability | logit | callable),
-    ``batch_size``, ``precision`` (fp32 | bf16), ``channels_last``.
+    ``batch_size``, ``precision`` (fp32 | bf16), ``channels_last``, ``trace``.
     """
     return causal_curve("insertion", model, x, maps, target, **options)
 

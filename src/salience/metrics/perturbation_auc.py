@@ -34,7 +34,8 @@ def _perturbation(
     score: Score = "probability",
     batch_size: int = 32,
     precision: str = "fp32",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
+    trace: bool = True,
 ) -> CurveResult:
     x = x.to(model.device)
     h, w = x.shape[-2:]
@@ -44,7 +45,7 @@ def _perturbation(
     counts = pixel_counts(h * w, fractions=torch.tensor(fractions))
     curves = perturbation_curves(
         model, ranks, x, reference_image(x, reference, model.preprocess), counts, target,
-        score_function(score), batch_size, precision, channels_last,
+        score_function(score), batch_size, precision, channels_last, trace,
     )
     fr = torch.tensor(fractions, device=curves.device, dtype=torch.float32)
     return CurveResult(trapezoid_auc(curves, fr), curves, fr)
