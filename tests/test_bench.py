@@ -384,3 +384,18 @@ def test_suite_metrics_through_the_runner_equal_direct_calls(tmp_path):
     assert got["energy_pointing_game", "syn000"].value == pytest.approx(float(epg[0]), abs=1e-6)
     assert got["energy_pointing_game", "syn001"].value is not None  # a box-only image counts for pointing games
     assert got["miou", "syn001"].value is None  # but not for mIoU
+
+
+def test_id_is_derived_from_insertion_and_deletion_rows():
+    from salience.bench.report import summarize, with_derived_id
+    from salience.bench.store import ResultRow
+
+    def row(image, metric, value):
+        return ResultRow(image, "m", "gradcam", "{}", metric, '{"preset": "rise"}', value)
+
+    rows = [row("a", "insertion", 0.7), row("a", "deletion", 0.1), row("b", "insertion", 0.5),
+            row("b", "deletion", 0.3), row("c", "insertion", 0.4)]  # c has no deletion: no id
+    derived = [r for r in with_derived_id(rows) if r.metric == "id"]
+    assert sorted((r.image, round(r.value, 9)) for r in derived) == [("a", 0.6), ("b", 0.2)]
+    (id_row,) = [s for s in summarize(with_derived_id(rows)) if s.metric == "id"]
+    assert id_row.n == 2 and abs(id_row.mean - 0.4) < 1e-12

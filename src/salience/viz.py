@@ -2,7 +2,7 @@
 
 Maps are drawn on each photo at its own size and aspect ratio (`Explanation.original_maps`),
 so whatever the preprocessing did (resize, crop, letterbox) the colours land on the right
-pixels. Each map is min-max scaled for display only; the raw maps are saved unchanged.
+pixels. Each map is scaled for display only (min-max, or by magnitude when it has both signs); the raw maps are saved unchanged.
 Parts of a photo the model never saw (outside a centre crop) are left uncoloured.
 """
 
@@ -35,11 +35,17 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def _display_scale(saliency: torch.Tensor) -> torch.Tensor:
-    """Min-max scale one map to [0, 1] over its finite values (NaN stays NaN)."""
+    """Scale one map to [0, 1] over its finite values for display (NaN stays NaN).
+
+    A map with both signs (input×gradient, IG) is shown by magnitude, |map| / max |map|, as
+    Captum's ``absolute_value`` view does; any other map is min-max scaled.
+    """
     finite = saliency[torch.isfinite(saliency)]
     if finite.numel() == 0:
         return torch.zeros_like(saliency)
     lo, hi = finite.min(), finite.max()
+    if lo < 0 < hi:
+        saliency, lo, hi = saliency.abs(), lo.new_zeros(()), finite.abs().max()
     return (saliency - lo) / (hi - lo) if hi > lo else saliency * 0  # constant: zeros, NaN kept
 
 

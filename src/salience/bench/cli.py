@@ -19,7 +19,7 @@ import typer
 from ..errors import SalienceError
 from .distributed import init_shard
 from .grid import Grid, MethodSpec, MetricSpec, Plan, grid_from_dict, load_grid, validate
-from .report import summarize, to_markdown, write_report
+from .report import summarize, to_markdown, with_derived_id, write_report
 from .runner import run_plan
 from .store import ResultStore
 
@@ -99,7 +99,7 @@ def _summarise(plan: Plan, store: ResultStore, stats) -> None:
     metrics = {(m.name, m.key) for m in plan.metrics}
     rows = [r for r in store.rows() if r.model in grid.models and (r.method, r.params) in methods
             and (r.metric, r.metric_params) in metrics]
-    summary = summarize(rows)
+    summary = summarize(with_derived_id(rows))
     typer.echo(to_markdown(summary))
     skipped = sum(s.skipped for s in summary)
     failed = sum(s.failed for s in summary)

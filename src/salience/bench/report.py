@@ -4,7 +4,8 @@ Per model × method × metric: the mean and the sample standard deviation (ddof 
 for n < 2) over the images with a value, n, and how many images were skipped (no masks or
 boxes for the metric) or failed (the metric rejected the map). Plots: for every curve
 metric (insertion, deletion, ...) the mean curve of each method; for every metric a bar
-chart of the methods' means with std error bars.
+chart of the methods' means with std error bars. ID (insertion − deletion) is derived
+per image from stored insertion and deletion rows when it was not computed itself.
 """
 
 from __future__ import annotations
@@ -30,6 +31,24 @@ class SummaryRow:
     n: int
     skipped: int
     failed: int
+
+
+def with_derived_id(rows: list[ResultRow]) -> list[ResultRow]:
+    """Add an ``id`` row (insertion − deletion) for every image that has both and no stored ``id``.
+
+    ID is defined as that difference, so a run need not recompute both curves for it.
+    """
+    stored = {(r.image, r.model, r.method, r.params) for r in rows if r.metric == "id"}
+    deletion = {(r.image, r.model, r.method, r.params, r.metric_params): r for r in rows if r.metric == "deletion"}
+    derived = []
+    for r in rows:
+        d = deletion.get((r.image, r.model, r.method, r.params, r.metric_params))
+        if r.metric != "insertion" or d is None or (r.image, r.model, r.method, r.params) in stored:
+            continue
+        value = None if r.value is None or d.value is None else r.value - d.value
+        derived.append(ResultRow(r.image, r.model, r.method, r.params, "id", r.metric_params, value,
+                                 extra={"derived": "insertion - deletion"}, run=r.run))
+    return rows + derived
 
 
 def summarize(rows: list[ResultRow]) -> list[SummaryRow]:
@@ -105,7 +124,7 @@ def write_report(rows: list[ResultRow], out: str | Path) -> dict[str, list[Path]
     """Write summary.md, summary.csv and the PNG plots into ``out``; return the paths by kind."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(rows)
+    summary = summarize(with_derived_id(rows))
     (out / "summary.md").write_text(to_markdown(summary))
     (out / "summary.csv").write_text(to_csv(summary))
     return {"tables": [out / "summary.md", out / "summary.csv"],

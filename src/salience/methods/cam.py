@@ -50,7 +50,7 @@ class CamExplainer(Explainer):
         layer = model.cam_layer if self.layer is None else model.layer(self.layer)
         rows = torch.arange(x.shape[0], device=x.device)
         maps = []
-        for chunk in batches(x.shape[0], self.batch_size):
+        for chunk in batches(x.shape[0], self.batch_size or 32):
             activations, weights = self.activations_and_weights(model, layer, x[chunk], target, rows[chunk])
             maps.append(combine(activations, weights, x.shape[-2:]))
         return torch.cat(maps)
@@ -180,8 +180,9 @@ class ScoreCam(CamExplainer):
     baseline : str
         ``none``, or ``subtract``: subtract the score of the all-zero input (the paper's
         CIC, increase of confidence). No effect with ``channel_softmax`` (shift-invariant).
-    batch_size : int
-        Masked images per forward pass.
+    batch_size : int or None
+        Masked images per forward pass; None: 8 on CPU (larger CPU batches are slower per
+        image), 64 on GPU.
     trace, channels_last :
         Run the masked passes through `salience.models.fast.inference_forward` (a frozen
         TorchScript trace verified against the eager model, channels-last inputs; None:
@@ -195,11 +196,12 @@ class ScoreCam(CamExplainer):
         layer: str | None = None,
         weighting: str = "probability",
         baseline: str = "none",
-        batch_size: int = 64,
+        batch_size: int | None = None,
         trace: bool = True,
         channels_last: bool | None = None,
     ):
-        super().__init__(layer=layer, batch_size=batch_size)
+        super().__init__(layer=layer, batch_size=batch_size or 1)
+        self.batch_size = batch_size
         if weighting not in SCORE_WEIGHTINGS:
             raise ValueError(f"weighting must be one of {SCORE_WEIGHTINGS}, got '{weighting}'")
         if baseline not in BASELINES:
@@ -220,10 +222,11 @@ class ScoreCam(CamExplainer):
         n, channels = activations.shape[:2]
         varying = (activations.amax((2, 3)) > activations.amin((2, 3))).nonzero()  # (pairs, 2): row, channel
         zero_scores = self._scores(model, torch.zeros_like(x[:1]).expand_as(x), target, rows)
-        example = x[:1].expand(min(self.batch_size, max(len(varying), 1)), -1, -1, -1)
+        batch = self.batch_size or (8 if x.device.type == "cpu" else 64)
+        example = x[:1].expand(min(batch, max(len(varying), 1)), -1, -1, -1)
         forward = inference_forward(model, example, self.trace, self.channels_last)
         scores = zero_scores[:, None].repeat(1, channels)
-        for chunk in batches(len(varying), self.batch_size):
+        for chunk in batches(len(varying), batch):
             i, k = varying[chunk].unbind(1)
             masks = F.interpolate(activations[i, k][:, None], size=x.shape[-2:], mode="bilinear", align_corners=True)
             low, high = masks.amin((2, 3), keepdim=True), masks.amax((2, 3), keepdim=True)

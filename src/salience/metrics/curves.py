@@ -101,7 +101,7 @@ def perturbation_curves(
     counts: torch.Tensor,
     target: Target,
     score_fn: ScoreFn,
-    batch_size: int = 32,
+    batch_size: int = 8,
     precision: str = "fp32",
     channels_last: bool | None = None,
     trace: bool = True,

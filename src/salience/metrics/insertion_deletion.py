@@ -64,7 +64,7 @@ def causal_curve(
     step: int | None = None,
     n_steps: int | None = None,
     score: Score | None = None,
-    batch_size: int = 32,
+    batch_size: int = 8,
     precision: str = "fp32",
     channels_last: bool | None = None,
     trace: bool = True,

@@ -32,7 +32,7 @@ def _perturbation(
     fractions: tuple[float, ...] = CHEFER_FRACTIONS,
     reference: Reference = "input-zero",
     score: Score = "probability",
-    batch_size: int = 32,
+    batch_size: int = 8,
     precision: str = "fp32",
     channels_last: bool | None = None,
     trace: bool = True,
