@@ -141,10 +141,7 @@ def test_timm_errors(tmp_path):
 # -- Hugging Face -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def transformers():
-    require("transformers")
-    from salience.models.hf_loader import import_transformers
-
-    return import_transformers()
+    return require("transformers")
 
 
 def test_hf_vit_offline(tmp_path, transformers):

@@ -1,6 +1,6 @@
 """Importing optional libraries that drag in torchvision.
 
-timm and open_clip import torchvision at import time. Where the installed torchvision
+timm, open_clip and pytorch-grad-cam import torchvision at import time, transformers lazily. Where the installed torchvision
 does not match the installed torch (on a CPU-only torch with a CUDA torchvision wheel,
 import fails with "operator torchvision::nms does not exist"), `import_optional` registers
 the two missing operator schemas and imports again. torchvision's compiled operators stay
@@ -10,10 +10,12 @@ unavailable; nothing in salience uses them.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from types import ModuleType
 
 _EXTRAS = {"timm": "timm", "transformers": "transformers", "open_clip": "open_clip", "pycocotools": "coco"}
+_USE_TORCHVISION = {"timm", "transformers", "open_clip", "pytorch_grad_cam"}
 _torchvision_patched = False
 
 
@@ -31,7 +33,13 @@ def _register_torchvision_schemas() -> None:
 
 
 def import_optional(name: str) -> ModuleType:
-    """Import an optional dependency, with a clear message if it is not installed."""
+    """Import an optional dependency, with a clear message if it is not installed.
+
+    For libraries that import torchvision, possibly lazily after their own import
+    (transformers' image utilities), torchvision is imported and repaired first.
+    """
+    if name.split(".")[0] in _USE_TORCHVISION and importlib.util.find_spec("torchvision") is not None:
+        import_optional("torchvision")
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as err:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from types import ModuleType
 from typing import Any
 
 from PIL import Image
@@ -16,18 +14,6 @@ from .model import Model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def import_transformers() -> ModuleType:
-    """Import transformers so that its lazy imports work on these machines.
-
-    transformers imports torchvision lazily (image utilities) whenever it is installed; a
-    torchvision that does not match torch then fails inside that lazy import, so torchvision
-    goes through `import_optional` (which repairs it) first.
-    """
-    if importlib.util.find_spec("torchvision") is not None:
-        import_optional("torchvision")
-    return import_optional("transformers")
 
 
 def load_hf(
@@ -45,7 +31,7 @@ def load_hf(
     ImageNet's. Class names come from ``config.id2label``. Extra keyword arguments go to
     ``from_pretrained`` (``revision=...``, ``local_files_only=True``).
     """
-    transformers = import_transformers()
+    transformers = import_optional("transformers")
     module = _from_pretrained(transformers.AutoModelForImageClassification, name_or_path, kwargs)
     preprocess = _preprocess(name_or_path, module.config, resize)
     id2label = getattr(module.config, "id2label", None) or {}
