@@ -103,3 +103,43 @@ def test_normalized_and_upsampled():
     assert torch.equal(n[1], torch.zeros(2, 2))  # constant map -> zeros, not NaN
     assert e.upsampled((6, 4)).maps.shape == (2, 6, 4)
     assert torch.equal(e.maps, maps)  # raw maps untouched
+
+
+@pytest.mark.parametrize("method", ["gradcam", "saliency", "input_x_gradient", "guided_backprop", "layercam"])
+@pytest.mark.parametrize("spec", ["top1", 2, [0, 2, 1], "b", lambda out: out[:, 1]])
+def test_clean_pass_resolution_equals_the_separate_forward(method, spec):
+    """Methods that read their own clean pass give the same explanation with one forward fewer."""
+    model = sl.wrap(Tiny(), input_size=16, class_names=["a", "b", "c"])
+    x = torch.randn(3, 3, 16, 16)
+    model.cam_layer_name  # layer discovery runs a forward once; not counted below
+    calls = []
+    handle = model.module.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        fast = sl.get_explainer(method, batch_size=2)  # rows arrive in two chunks
+        assert fast.reads_clean_output
+        got = fast(model, x, spec)
+        n_fast = len(calls)
+        slow = sl.get_explainer(method, batch_size=2)
+        slow.reads_clean_output = False
+        want = slow(model, x, spec)
+    finally:
+        handle.remove()
+    assert len(calls) - n_fast == n_fast + 1  # the separate path spends exactly one forward more
+    assert torch.allclose(got.maps, want.maps, atol=1e-6)
+    assert torch.allclose(got.scores, want.scores, atol=1e-6)
+    assert got.labels == want.labels and torch.equal(got.image_index, want.image_index)
+    if want.classes is not None:
+        assert torch.equal(got.classes, want.classes)
+        assert torch.allclose(got.probabilities, want.probabilities, atol=1e-6)
+
+
+def test_clean_pass_keeps_target_errors_and_leaves_topk_to_the_separate_forward():
+    from salience.errors import TargetError
+
+    model = sl.wrap(Tiny(), input_size=16, class_names=["a", "b", "c"])
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(TargetError, match="out of range"):
+        sl.explain(model, x, "gradcam", target=5)
+    assert not model.module._forward_hooks  # nothing left attached after the error
+    expl = sl.explain(model, x, "gradcam", target="topk:2")
+    assert expl.image_index.tolist() == [0, 0, 1, 1]

@@ -15,7 +15,7 @@ import torch
 from ..errors import UnknownNameError
 from ..explanation import Explanation
 from ..models.model import Model
-from ..targets import ClassTarget, Target, resolve_target
+from ..targets import CallableTarget, ClassTarget, Target, resolve_target
 
 REGISTRY: dict[str, type["Explainer"]] = {}
 ALIASES: dict[str, str] = {}
@@ -61,6 +61,10 @@ class Explainer:
     name: ClassVar[str] = ""
     aliases: ClassVar[tuple[str, ...]] = ()
     family: ClassVar[str] = ""
+    #: True when `attribute` scores every row first on that row's clean input (gradient and
+    #: CAM methods): the explanation's clean scores and a ``"top1"`` or class-name target are
+    #: then read from that pass, and `__call__` spends no forward pass of its own.
+    reads_clean_output: ClassVar[bool] = False
 
     def __init__(self, batch_size: int = 32):
         if batch_size < 1:
@@ -80,9 +84,17 @@ class Explainer:
     def __call__(self, model: Model, x: torch.Tensor, target: Any = "top1") -> Explanation:
         x = x.to(model.device)
         start = time.perf_counter()
-        with torch.inference_mode():
-            output = model(x)
-        target = resolve_target(target, output, model.class_names)
+        if self.reads_clean_output and model.task == "classification" and one_row_per_image(target, x.shape[0]):
+            recorder = CleanPassTarget(target, model.class_names, x.shape[0])
+            maps = self.attribute(model, x, recorder)
+            target, output = recorder.resolved()
+        else:
+            with torch.inference_mode():
+                output = model(x)
+            target = resolve_target(target, output, model.class_names)
+            index = target.image_index.to(x.device)
+            x_rows = x[index] if len(target) != x.shape[0] or not torch.equal(index.cpu(), torch.arange(len(target))) else x
+            maps = self.attribute(model, x_rows, target)
         rows = torch.arange(len(target))
         index = target.image_index.to(x.device)
         with torch.inference_mode():
@@ -90,8 +102,6 @@ class Explainer:
             probabilities = None
             if isinstance(target, ClassTarget) and isinstance(output, torch.Tensor):
                 probabilities = output.float().softmax(1)[index, target.classes.to(x.device)]
-        x_rows = x[index] if len(target) != x.shape[0] or not torch.equal(index.cpu(), rows) else x
-        maps = self.attribute(model, x_rows, target)
         if maps.shape != (len(target), *x.shape[-2:]):
             raise RuntimeError(f"{self.name} returned maps of shape {tuple(maps.shape)}")
         if model.device.type == "cuda":
@@ -109,6 +119,71 @@ class Explainer:
             classes=target.classes.cpu() if isinstance(target, ClassTarget) else None,
             model_name=model.name,
         )
+
+
+def one_row_per_image(spec: Any, n_images: int) -> bool:
+    """Whether a target spec gives exactly one row per image, in image order."""
+    if isinstance(spec, Target):
+        return torch.equal(spec.image_index.cpu(), torch.arange(n_images))
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        return not text.startswith("top") or text in ("top", "top1", "topk:1")
+    if isinstance(spec, (list, tuple)):
+        return len(spec) == n_images
+    return isinstance(spec, int) or callable(spec)
+
+
+class CleanPassTarget(Target):
+    """A target resolved, row by row, from the first output each row is scored on.
+
+    Used with explainers whose `attribute` scores every row first on its clean input
+    (`Explainer.reads_clean_output`): that output is recorded as it passes, so neither the
+    target (``"top1"``, a class name) nor the explanation's clean scores need a forward
+    pass of their own. `resolved` gives the plain target and the recorded clean output.
+    """
+
+    def __init__(self, spec: Any, class_names, n_images: int):
+        self.spec = spec
+        self.class_names = class_names
+        self.image_index = torch.arange(n_images)
+        self.fixed: Target | None = None  # a target that needs no output to resolve
+        if isinstance(spec, Target) and not isinstance(spec, ClassTarget):
+            self.fixed = spec
+        elif callable(spec) or (isinstance(spec, (list, tuple)) and all(callable(s) for s in spec)):
+            self.fixed = CallableTarget(spec, n_images)
+        self.classes = torch.full((n_images,), -1, dtype=torch.long)
+        self.clean: torch.Tensor | None = None
+        self.seen = torch.zeros(n_images, dtype=torch.bool)
+
+    def score(self, output: Any, rows: torch.Tensor) -> torch.Tensor:
+        rows = rows.cpu()
+        first = ~self.seen[rows]
+        if first.any():
+            self._record(output, rows[first], first)
+        return self._target().score(output, rows)
+
+    def _record(self, output: Any, new_rows: torch.Tensor, first: torch.Tensor) -> None:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError("reading the clean pass needs a tensor output")
+        clean = output[first.to(output.device)].detach()
+        if self.clean is None:
+            self.clean = clean.new_zeros(len(self.seen), *clean.shape[1:])
+        self.clean[new_rows.to(clean.device)] = clean
+        self.seen[new_rows] = True
+        if self.fixed is None:
+            spec = self.spec
+            if isinstance(spec, (list, tuple)):
+                spec = [spec[r] for r in new_rows.tolist()]
+            self.classes[new_rows] = resolve_target(spec, clean, self.class_names).classes
+
+    def _target(self) -> Target:
+        return self.fixed or ClassTarget(self.classes.clone(), self.image_index, self.class_names)
+
+    def resolved(self) -> tuple[Target, torch.Tensor]:
+        """The resolved target and the clean output (one sample per image)."""
+        if not bool(self.seen.all()):
+            raise RuntimeError("the explainer did not score every row on its clean input")
+        return self._target(), self.clean
 
 
 def _rows_of(output: Any, index: torch.Tensor) -> Any:

@@ -77,6 +77,8 @@ def _captured(capture, layer: nn.Module) -> torch.Tensor:
 class GradientCam(CamExplainer):
     """Base class of gradient CAMs: subclasses override `weights` only."""
 
+    reads_clean_output = True
+
     def activations_and_weights(self, model, layer, x, target, rows):
         with frozen_parameters(model.module), capture_layer(layer, requires_grad=True) as cap, torch.enable_grad():
             scores = target.score(model(x), rows)

@@ -83,6 +83,8 @@ class Saliency(Explainer):
         Images per backward pass.
     """
 
+    reads_clean_output = True
+
     name = "saliency"
     family = "gradient"
 
@@ -98,6 +100,8 @@ class Saliency(Explainer):
 @register
 class InputXGradient(Explainer):
     """Input×gradient: sum over channels of x · d score / d x (sign kept)."""
+
+    reads_clean_output = True
 
     name = "input_x_gradient"
     family = "gradient"

@@ -219,6 +219,8 @@ class GuidedBackprop(Explainer):
         Images per backward pass.
     """
 
+    reads_clean_output = True
+
     name = "guided_backprop"
     family = "gradient"
 
