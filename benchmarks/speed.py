@@ -13,9 +13,7 @@ resident size before the call; Linux only) is reported for IG.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,22 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import salience as sl  # noqa: E402
 from salience.compat import import_optional  # noqa: E402
+from salience.metrics.cost import median_seconds  # noqa: E402
 from salience.targets import ClassTarget  # noqa: E402
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:
     """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up."""
     fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(fn, repeats, device)
 
 
 def peak_extra_mib(fn) -> float | None:

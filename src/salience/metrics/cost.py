@@ -12,7 +12,8 @@ from ..models.model import Model
 from .curves import as_target
 
 
-def _median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
+def median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls (CUDA work waited for)."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -41,7 +42,7 @@ def cost_ratio(model: Model, x: torch.Tensor, target: Any, method: Any, repeats:
 
     forward()
     explainer(model, x, target)
-    ratio = _median_seconds(lambda: explainer(model, x, target), repeats, model.device) / _median_seconds(
+    ratio = median_seconds(lambda: explainer(model, x, target), repeats, model.device) / median_seconds(
         forward, repeats, model.device
     )
     return torch.full((len(target),), ratio)
