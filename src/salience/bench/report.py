@@ -146,11 +146,12 @@ def plot_curves(rows: list[ResultRow], out: Path) -> list[Path]:
     paths = []
     for (model, metric), by_method in mean_curves(rows).items():
         fig, ax = plt.subplots(figsize=(6, 4))
-        for method, curve in sorted(by_method.items()):
+        colours = plt.get_cmap("tab20")
+        for i, (method, curve) in enumerate(sorted(by_method.items())):
             xs = [i / max(len(curve) - 1, 1) for i in range(len(curve))]
-            ax.plot(xs, curve, label=method)
-        ax.set(xlabel="fraction of the curve (pixels changed; layers randomised for sanity)", ylabel="score",
-               title=f"{metric} · {model}")
+            ax.plot(xs, curve, label=method, color=colours(i % 20), linestyle="-" if i < 10 else "--")
+        xlabel = "layers randomised (fraction of the cascade)" if metric.startswith("sanity") else "fraction of pixels changed"
+        ax.set(xlabel=xlabel, ylabel="score", title=f"{metric} · {model} (mean curve)")
         ax.legend(fontsize=7, ncol=2)
         fig.tight_layout()
         path = out / f"curve_{_slug(model)}_{_slug(metric)}.png"
