@@ -53,6 +53,8 @@ def _from_pretrained(auto_class, name_or_path: str, kwargs: dict[str, Any]):
 
 
 def _preprocess(name_or_path: str, config, resize: str) -> Preprocess:
+    """Preprocessing from ``preprocessor_config.json``, read as a dict: instantiating the
+    processor is not needed, and its fast variants would need a working torchvision."""
     mixin = importlib.import_module("transformers.image_processing_utils").ImageProcessingMixin
     try:
         processor, _ = mixin.get_image_processor_dict(name_or_path)
