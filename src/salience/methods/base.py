@@ -53,9 +53,9 @@ class Explainer:
 
     Parameters
     ----------
-    batch_size : int
+    batch_size : int or None
         How many samples go through the model at once inside a method (IG steps, noise
-        samples, masked images). Bounds memory.
+        samples, masked images). Bounds memory. None: a per-device default (`batch_for`).
     """
 
     name: ClassVar[str] = ""
@@ -66,10 +66,15 @@ class Explainer:
     #: then read from that pass, and `__call__` spends no forward pass of its own.
     reads_clean_output: ClassVar[bool] = False
 
-    def __init__(self, batch_size: int = 32):
-        if batch_size < 1:
+    def __init__(self, batch_size: int | None = 32):
+        if batch_size is not None and batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.batch_size = batch_size
+
+    def batch_for(self, device: torch.device, cpu: int, gpu: int) -> int:
+        """``batch_size``, or when it is None the default for this device (CPU batches of
+        inference-only forwards are memory-bound here, so their defaults are small)."""
+        return self.batch_size or (cpu if device.type == "cpu" else gpu)
 
     @property
     def params(self) -> dict[str, Any]:

@@ -42,7 +42,7 @@ class CamExplainer(Explainer):
 
     family: ClassVar[str] = "cam"
 
-    def __init__(self, layer: str | None = None, batch_size: int = 32):
+    def __init__(self, layer: str | None = None, batch_size: int | None = 32):
         super().__init__(batch_size=batch_size)
         self.layer = layer
 
@@ -50,7 +50,7 @@ class CamExplainer(Explainer):
         layer = model.cam_layer if self.layer is None else model.layer(self.layer)
         rows = torch.arange(x.shape[0], device=x.device)
         maps = []
-        for chunk in batches(x.shape[0], self.batch_size or 32):
+        for chunk in batches(x.shape[0], self.batch_for(x.device, cpu=32, gpu=32)):
             activations, weights = self.activations_and_weights(model, layer, x[chunk], target, rows[chunk])
             maps.append(combine(activations, weights, x.shape[-2:]))
         return torch.cat(maps)
@@ -202,8 +202,7 @@ class ScoreCam(CamExplainer):
         trace: bool = True,
         channels_last: bool | None = None,
     ):
-        super().__init__(layer=layer, batch_size=batch_size or 1)
-        self.batch_size = batch_size
+        super().__init__(layer=layer, batch_size=batch_size)
         if weighting not in SCORE_WEIGHTINGS:
             raise ValueError(f"weighting must be one of {SCORE_WEIGHTINGS}, got '{weighting}'")
         if baseline not in BASELINES:
@@ -224,7 +223,7 @@ class ScoreCam(CamExplainer):
         n, channels = activations.shape[:2]
         varying = (activations.amax((2, 3)) > activations.amin((2, 3))).nonzero()  # (pairs, 2): row, channel
         zero_scores = self._scores(model, torch.zeros_like(x[:1]).expand_as(x), target, rows)
-        batch = self.batch_size or (8 if x.device.type == "cpu" else 64)
+        batch = self.batch_for(x.device, cpu=8, gpu=64)
         example = x[:1].expand(min(batch, max(len(varying), 1)), -1, -1, -1)
         forward = inference_forward(model, example, self.trace, self.channels_last)
         scores = zero_scores[:, None].repeat(1, channels)

@@ -105,8 +105,7 @@ class RISE(Explainer):
         channels_last: bool | None = None,
         batch_size: int | None = None,
     ):
-        super().__init__(batch_size=batch_size or 1)
-        self.batch_size = batch_size
+        super().__init__(batch_size=batch_size)
         _check_choice("score", score, SCORES)
         _check_choice("autocast", autocast, AUTOCAST)
         self.trace = trace
@@ -125,7 +124,7 @@ class RISE(Explainer):
         with torch.inference_mode():
             offset = x.float() - fill
             saliency = torch.zeros(n, h * w, device=x.device)
-            batch = self.batch_size or (4 if x.device.type == "cpu" else 64)
+            batch = self.batch_for(x.device, cpu=4, gpu=64)
             scores_of = self._scorer(model, x, target, batch)
             masks = rise_masks(self.n_masks, (h, w), self.grid_size, self.p1, self.seed, batch, x.device)
             for mask in masks:
@@ -205,8 +204,7 @@ class Occlusion(Explainer):
         channels_last: bool | None = None,
         batch_size: int | None = None,
     ):
-        super().__init__(batch_size=batch_size or 1)
-        self.batch_size = batch_size
+        super().__init__(batch_size=batch_size)
         _check_choice("score", score, SCORES)
         self.trace = trace
         self.channels_last = channels_last
@@ -223,7 +221,7 @@ class Occlusion(Explainer):
         fill = pixel_fill(model, self.baseline, x.device)
         maps = torch.zeros(n, h, w, device=x.device)
         rows = torch.arange(n, device=x.device)
-        batch = self.batch_size or (4 if x.device.type == "cpu" else 64)
+        batch = self.batch_for(x.device, cpu=4, gpu=64)
         with torch.inference_mode():
             clean = target_scores(model, x, target, rows, self.score)
             forward = inference_forward(model, x[:1].expand(batch, -1, -1, -1), self.trace, self.channels_last)
