@@ -15,6 +15,7 @@ from torch import nn
 from ..errors import LayerNotFoundError
 from ..images import ImageBatch
 from ..preprocessing import Geometry, Preprocess
+from .anatomy import TokenAnatomy
 from .outputs import to_logits
 
 TASKS = ("classification", "zero_shot", "detection")
@@ -40,6 +41,8 @@ class Model:
         Which entry of a dict-like output holds the logits.
     name : str
         A display name.
+    anatomy : TokenAnatomy, optional
+        The token layout of a transformer (None for CNNs); adapters fill it in.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class Model:
         cam_layer: str | None = None,
         output_key: str | None = None,
         name: str = "model",
+        anatomy: TokenAnatomy | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got '{task}'")
@@ -60,6 +64,7 @@ class Model:
         self.class_names = list(class_names) if class_names is not None else None
         self.output_key = output_key
         self.name = name
+        self.anatomy = anatomy
         self._cam_layer_name = cam_layer
         if cam_layer is not None:
             self.layer(cam_layer)  # fail early on a wrong name
