@@ -117,3 +117,117 @@ def test_requested_class_that_no_source_has_is_an_error():
         SceneDataset(1, "detection", config=SceneConfig(sources=("shapes",), classes=("circle", "dog")))
     with pytest.raises(SalienceError, match="objects must draw at least one"):
         SceneConfig(objects=(0, 2))
+
+
+def _same_samples(a, b):
+    np.testing.assert_array_equal(np.asarray(a.image), np.asarray(b.image))
+    np.testing.assert_array_equal(a.masks, b.masks)
+    np.testing.assert_array_equal(a.boxes, b.boxes)
+    np.testing.assert_array_equal(a.instance_classes, b.instance_classes)
+    assert a.instance_labels == b.instance_labels and a.label == b.label and a.label_name == b.label_name
+
+
+@pytest.mark.parametrize("task", ["detection", "classification"])
+def test_coco_round_trip(tmp_path, task):
+    from salience.data.scenes import write_coco
+
+    ds = SceneDataset(5, task, seed=2, config=SceneConfig(size=48, min_pixels=16))
+    folder = write_coco(ds, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out.partial").exists()
+    back = load_dataset(f"coco:{folder / 'instances.json'}")
+    assert len(back) == 5 and back.class_names == ds.class_names
+    assert (folder / "classes.txt").read_text().split() == list(ds.class_names)
+    for i in range(5):
+        _same_samples(ds[i], back[i])
+    with pytest.raises(SalienceError, match="already exists"):
+        write_coco(ds, folder, progress=False)
+
+
+def test_interrupted_write_leaves_no_output_and_resumes(tmp_path):
+    from salience.data.scenes import write_coco
+
+    ds = SceneDataset(4, "detection", seed=0, config=SMALL)
+
+    class Broken:
+        class_names, config, seed, task = ds.class_names, ds.config, ds.seed, ds.task
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            if i == 2:
+                raise KeyboardInterrupt
+            return ds[i]
+
+    with pytest.raises(KeyboardInterrupt):
+        write_coco(Broken(), tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() and len(list((tmp_path / "out.partial/images").iterdir())) == 2
+    write_coco(ds, tmp_path / "out", progress=False)
+    back = load_dataset(f"coco:{tmp_path / 'out/instances.json'}")
+    for i in range(4):
+        _same_samples(ds[i], back[i])
+
+
+def test_cli_make_and_preview(tmp_path):
+    from typer.testing import CliRunner
+
+    from salience.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["scenes", "make", "--n", "3", "--seed", "1", "--size", "40", "--sources", "shapes",
+                                 "--backgrounds", "textures", "--objects", "2-3", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    back = load_dataset(f"coco:{tmp_path / 'd/instances.json'}")
+    assert len(back) == 3 and back.class_names == SHAPES
+    expected = SceneDataset(3, "detection", 1, SceneConfig(size=40, sources=("shapes",), backgrounds=("textures",),
+                                                           objects=(2, 3)))
+    _same_samples(expected[2], back[2])
+    result = runner.invoke(app, ["scenes", "preview", "--n", "2", "--size", "40", "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 0 and (tmp_path / "p.png").exists()
+    result = runner.invoke(app, ["scenes", "make", "--n", "2", "--sources", "nope", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 1 and "nope" in result.output and not (tmp_path / "e").exists()
+
+
+def _coco_file(tmp_path, **changes):
+    from PIL import Image
+
+    Image.new("RGB", (10, 8)).save(tmp_path / "a.png")
+    data = {"images": [{"id": 1, "file_name": "a.png", "height": 8, "width": 10}],
+            "categories": [{"id": 1, "name": "cat"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 3, 3],
+                             "segmentation": [[1, 1, 4, 1, 4, 4, 1, 4]]}]}
+    for path, value in changes.items():
+        key, _, field = path.partition("__")
+        if field:
+            data[key][0][field] = value
+            if value is None:
+                del data[key][0][field]
+        else:
+            data[key] = value
+    (tmp_path / "ann.json").write_text(__import__("json").dumps(data))
+    return f"coco:{tmp_path / 'ann.json'}"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"images": None}, "missing or not a list: 'images'"),
+    ({"annotations__bbox": None}, r"annotations\[0\] has no 'bbox'"),
+    ({"annotations__bbox": [1, 2, 3]}, r"annotations\[0\].bbox must be"),
+    ({"annotations__category_id": 9}, r"annotations\[0\].category_id 9 is not in 'categories'"),
+    ({"annotations__image_id": 5}, r"annotations\[0\].image_id 5 is not in 'images'"),
+    ({"annotations__segmentation": {"size": [4, 4], "counts": "abc"}}, r"RLE needs 'counts' and size"),
+    ({"annotations__segmentation": [[1, 2]]}, "polygons must be"),
+    ({"images__width": "10"}, r"images\[0\].width has the wrong type"),
+    ({"annotations": []}, "no image has a"),
+])
+def test_broken_coco_files_are_named_errors(tmp_path, changes, message):
+    with pytest.raises(SalienceError, match=message):
+        load_dataset(_coco_file(tmp_path, **changes))
+
+
+def test_coco_image_size_must_match_its_record(tmp_path):
+    ds = load_dataset(_coco_file(tmp_path, images__height=9))
+    with pytest.raises(SalienceError, match="a.png is 10x8 but its record says width 10, height 9"):
+        ds[0]
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SalienceError, match="not valid JSON"):
+        load_dataset(f"coco:{tmp_path / 'bad.json'}")

@@ -10,6 +10,8 @@ itself), `dataset` (`SceneDataset`), `coco_writer` (`write_coco`), `preview`.
 
 from .compose import Scene, SceneGenerator
 from .config import DEFAULT_CLASSES, DEFAULT_SOURCES, TASKS, SceneConfig
+from .coco_writer import write_coco
 from .dataset import SceneDataset
 
-__all__ = ["DEFAULT_CLASSES", "DEFAULT_SOURCES", "TASKS", "Scene", "SceneConfig", "SceneDataset", "SceneGenerator"]
+__all__ = ["DEFAULT_CLASSES", "DEFAULT_SOURCES", "TASKS", "Scene", "SceneConfig", "SceneDataset", "SceneGenerator",
+           "write_coco"]

@@ -4,7 +4,7 @@ Background specs:
 
 - ``"photos"`` — photos bundled with installed packages that show none of the default
   object classes (no people, chairs, bottles or tables): scikit-image's ``chelsea``,
-  ``rocket``, ``brick``, ``grass``, ``gravel``, ``hubble_deep_field``, ``stereo_motorcycle``
+  ``rocket``, ``brick``, ``grass``, ``gravel``, ``hubble_deep_field``
   and scikit-learn's ``china`` and ``flower``; packages that are missing are skipped;
 - ``"textures"`` — procedural textures (`textures.texture`), softened so objects stand out;
 - ``"folder:DIR"`` — every image in a folder (shrunk to at most 512 px on the longer side).
@@ -21,7 +21,7 @@ from PIL import Image
 from ...errors import SalienceError
 from .textures import texture
 
-SKIMAGE_PHOTOS = ("chelsea", "rocket", "brick", "grass", "gravel", "hubble_deep_field", "stereo_motorcycle")
+SKIMAGE_PHOTOS = ("chelsea", "rocket", "brick", "grass", "gravel", "hubble_deep_field")
 MAX_SIDE = 512
 
 
