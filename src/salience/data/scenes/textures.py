@@ -29,10 +29,13 @@ def _blend(weight: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a + weight[..., None] * (b - a)
 
 
-def texture(h: int, w: int, rng: np.random.Generator, kind: str | None = None) -> np.ndarray:
-    """A random texture of ``kind`` (one of `TEXTURES`; random when None), (h, w, 3) uint8."""
+def texture(h: int, w: int, rng: np.random.Generator, kind: str | None = None, contrast: float = 1.0) -> np.ndarray:
+    """A random texture of ``kind`` (one of `TEXTURES`; random when None), (h, w, 3) uint8;
+    ``contrast`` < 1 pulls its two colours towards their middle."""
     kind = kind or TEXTURES[rng.integers(len(TEXTURES))]
     a, b = random_colour(rng), random_colour(rng)
+    middle = (a + b) / 2
+    a, b = middle + contrast * (a - middle), middle + contrast * (b - middle)
     if kind == "stripes":
         along, _ = _coordinates(h, w, rng)
         weight = (np.floor(along / rng.uniform(3, 16)) % 2).astype(np.float32)
