@@ -23,6 +23,7 @@ import salience as sl
 
 from . import viz
 from .bench.cli import bench_command, evaluate_command
+from .data.scenes.cli import scenes_app
 from .errors import ImageLoadError, SalienceError
 from .images import ImageBatch, _unique, expand_sources, load_image
 from .methods import REGISTRY, Explainer
@@ -235,6 +236,7 @@ def models():
 
 app.command("evaluate")(evaluate_command)
 app.command("bench")(bench_command)
+app.add_typer(scenes_app, name="scenes")
 
 
 def main() -> None:
