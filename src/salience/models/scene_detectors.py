@@ -56,9 +56,11 @@ def decode_softmax(raw: dict, input_size: tuple[int, int]) -> Detections:
 
 
 def decode_sigmoid(raw: dict, input_size: tuple[int, int]) -> Detections:
-    """`SceneDeformableDETR` output -> `Detections`: independent sigmoid per class."""
+    """`SceneDeformableDETR` output -> `Detections`: independent sigmoid per class, every
+    (query, class) pair a candidate (as Deformable DETR's post-processing)."""
     logits = raw["logits"]
-    return Detections(boxes=cxcywh_to_pixels(raw["boxes"], input_size), probs=logits.sigmoid(), logits=logits)
+    return Detections(boxes=cxcywh_to_pixels(raw["boxes"], input_size), probs=logits.sigmoid(), logits=logits,
+                      multi_label=True)
 
 
 def cxcywh_to_pixels(boxes: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
