@@ -145,3 +145,12 @@ def test_eive_on_deformable_attention_splats_sampling_points():
     top_left, bottom_right = expl.maps[0], expl.maps[1]
     assert top_left[:8, :8].mean() > 3 * top_left[16:, 16:].mean()
     assert bottom_right[24:, 24:].mean() > 3 * bottom_right[:16, :16].mean()
+
+
+def test_gradient_methods_take_detection_targets_through_the_common_path():
+    """A generic method on a detector explains each kept detection's class probability."""
+    model = toy_detector()
+    expl = sl.explain(model, torch.rand(2, 3, 32, 32), "saliency")
+    assert expl.image_index.tolist() == [0, 0, 1, 1]
+    assert torch.allclose(expl.scores, torch.tensor([0.9, 0.8, 0.9, 0.8]))
+    assert expl.classes.tolist() == [1, 0, 1, 0] and expl.boxes.shape == (4, 4)

@@ -33,11 +33,11 @@ from typing import ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..detection_targets import DetectionTarget, resolve_detection_target
+from ..detection_targets import DetectionTarget
 from ..errors import SalienceError
 from ..explanation import Explanation
 from ..models.detection import DeformableAttention, DetectorModel, GridAttention
-from .base import Explainer, register
+from .base import Explainer, register, resolve_for
 
 FUSIONS = ("hybrid", "mean", "product", "last")
 HEAD_REDUCTIONS = ("mean", "max")
@@ -161,8 +161,7 @@ class EIVE(Explainer):
         start = time.perf_counter()
         with torch.inference_mode(), model.capture_cross_attention() as record:
             detections = model(x)
-        selections = detections.select(model.score_threshold, model.top_k)
-        target = resolve_detection_target(target, selections, model.class_names)
+        target = resolve_for(model, target, detections)
         if not record.layers:
             raise SalienceError(f"{model.name} recorded no decoder cross-attention during its forward pass")
         per_layer = torch.stack([layer_map(layer, target, self.head_reduction) for layer in record.layers])
