@@ -78,3 +78,24 @@ def test_odam_batches_agree():
     a = sl.explain(model, x, "odam", batch_size=1)
     b = sl.explain(model, x, "odam")
     assert len(a) == 6 and torch.allclose(a.maps, b.maps, atol=1e-9)
+
+
+@pytest.mark.parametrize("architecture", ["scene-detr", "scene-deformable-detr"])
+def test_detector_methods_run_on_random_head_scene_detectors(architecture):
+    from salience.models.scene_detectors import as_detector_model, build_scene_detector
+
+    config = dict(architecture=architecture, num_classes=3, num_queries=5, d_model=64, heads=8, ffn=64,
+                  encoder_layers=1, decoder_layers=2, input_size=64)
+    if architecture == "scene-deformable-detr":
+        config["points"] = 2
+    model = as_detector_model(build_scene_detector(config, pretrained_backbone=False).eval(), ["a", "b", "c"],
+                              score_threshold=0.0, top_k=2)
+    assert model.cam_layer_name.startswith("input_proj")
+    x = torch.rand(2, 3, 64, 64)
+    for method, params in (("odam", {}), ("gradcam", {}), ("drise", {"n_masks": 8})):
+        expl = sl.explain(model, x, method, **params)
+        assert expl.maps.shape == (4, 64, 64) and torch.isfinite(expl.maps).all()
+        assert expl.image_index.tolist() == [0, 0, 1, 1]
+    # ODAM of two different detections of one image differ (element-wise gradients)
+    odam = sl.explain(model, x, "odam").maps
+    assert not torch.allclose(odam[0], odam[1])
