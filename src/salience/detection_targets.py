@@ -48,6 +48,10 @@ class DetectionTarget(Target):
         sample = torch.arange(len(rows), device=output.probs.device)
         return output.probs[sample, self.queries[rows].to(sample.device), self.classes[rows].to(sample.device)]
 
+    def probability(self, output: Detections, rows: torch.Tensor) -> torch.Tensor:
+        """The score is already a probability (perturbation metrics' ``score="probability"``)."""
+        return self.score(output, rows)
+
     def labels(self) -> list[str]:
         names = self.class_names
         out = []

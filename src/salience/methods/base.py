@@ -124,6 +124,7 @@ class Explainer:
             probabilities=None if probabilities is None else probabilities.detach(),
             classes=target.classes.cpu() if isinstance(target, (ClassTarget, DetectionTarget)) else None,
             boxes=getattr(target, "boxes", None),
+            queries=getattr(target, "queries", None),
             model_name=model.name,
         )
 

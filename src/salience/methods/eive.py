@@ -172,7 +172,7 @@ class EIVE(Explainer):
         return Explanation(
             maps=maps.float(), image_index=target.image_index, labels=target.labels(), method=self.name,
             params=self.params, seconds=time.perf_counter() - start, scores=target.detection_scores,
-            classes=target.classes, boxes=target.boxes, model_name=model.name,
+            classes=target.classes, boxes=target.boxes, queries=target.queries, model_name=model.name,
         )
 
 
