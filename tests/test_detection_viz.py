@@ -35,3 +35,17 @@ def test_a_grid_per_detection_across_methods(tmp_path):
     assert sorted(pictures) == ["image0_detection0", "image0_detection1"]
     paths = viz.save_grids(results, tmp_path)
     assert len(paths) == 2
+
+
+def test_cli_writes_detection_panels_and_grids(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from salience.cli import app
+
+    Image.fromarray(white_photo()).save(tmp_path / "scene.png")
+    monkeypatch.setattr(sl, "load_model", lambda name=None, device=None, **kwargs: region_detector())
+    result = CliRunner().invoke(app, ["explain", str(tmp_path / "scene.png"), "--model", "regions", "--method",
+                                      "odam,gradcam", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    written = {p.name for p in (tmp_path / "out").glob("*.png")}
+    assert {"scene_odam_detections.png", "scene_detection0_grid.png", "scene_detection1_grid.png"} <= written
