@@ -97,3 +97,46 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+class RegionDetector(nn.Module):
+    """A detector toy: query q finds class q only while its quadrant of the image is bright.
+
+    ``features`` (a 1×1 conv: the pixel's mean colour, twice) is its spatial feature map (the
+    CAM layer). Query 0 looks at the top-left quadrant, query 1 at the bottom-right one,
+    query 2 at the whole image but never scores. A query's visibility v is the mean feature
+    over its region mapped to [0, 1] (white 1, black 0); its class probability is
+    sigmoid(12 (v − 0.5)) and the rest is no-object; its box is the region, its right edge
+    moved by 4 px · v (so box outputs have gradients too).
+    """
+
+    regions = ((0, 16, 0, 16), (16, 32, 16, 32), (0, 32, 0, 32))  # y0, y1, x0, x1 in a 32×32 input
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Conv2d(3, 2, 1)
+        with torch.no_grad():
+            self.features.weight.fill_(1 / 3)
+            self.features.bias.zero_()
+
+    def forward(self, x):
+        a = self.features(x)  # (B, 2, H, W): normalised mean colour in [-1, 1]
+        vis = torch.stack([(a[:, :, y0:y1, x0:x1].mean((1, 2, 3)) + 1) / 2 for y0, y1, x0, x1 in self.regions], 1)
+        p = torch.sigmoid(12 * (vis[:, :2] - 0.5))
+        probs = torch.cat([torch.diag_embed(p), torch.zeros(x.shape[0], 1, 2)], 1)  # query q: class q
+        base = torch.tensor([[x0, y0, x1 - 4, y1] for y0, y1, x0, x1 in self.regions], dtype=torch.float32)
+        boxes = base + torch.stack([torch.zeros_like(vis)] * 2 + [4 * vis, torch.zeros_like(vis)], -1)
+        return {"probs": probs, "boxes": boxes}
+
+
+def region_detector() -> "sl.Model":
+    from salience.models.detection import DetectorModel, Detections
+    from salience.preprocessing import Preprocess
+
+    def decode(raw, size):
+        probs = raw["probs"]
+        logits = torch.cat([probs, (1 - probs.sum(-1, keepdim=True)).clamp_min(1e-6)], -1).clamp_min(1e-6).log()
+        return Detections(boxes=raw["boxes"], probs=probs, logits=logits)
+
+    return DetectorModel(RegionDetector(), Preprocess(size=(32, 32), mean=(0.5,) * 3, std=(0.5,) * 3),
+                         class_names=["square", "circle"], decode=decode, score_threshold=0.5, name="regions")

@@ -37,6 +37,10 @@ class Explanation:
         The target class's softmax probability, for classifiers.
     classes : Tensor (N,) or None
         The target class index of each map, where targets are classes.
+    boxes : Tensor (N, 4) or None
+        The explained detection's box (x0, y0, x1, y1) in input pixels, for detectors.
+    queries : Tensor (N,) or None
+        The explained detection's query index, for detectors (metrics re-score that query).
     method, params, seconds
         Which method made the maps, with which parameters, and how long it took.
     images, geometries
@@ -52,6 +56,8 @@ class Explanation:
     scores: torch.Tensor | None = None
     probabilities: torch.Tensor | None = None
     classes: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+    queries: torch.Tensor | None = None
     images: ImageBatch | None = None
     geometries: list[Geometry] | None = None
     model_name: str = ""

@@ -115,13 +115,32 @@ def describe(expl: Explanation, row: int) -> str:
 def map_pictures(expl: Explanation, cmap: str = CMAP, alpha: float = ALPHA) -> list[Image.Image]:
     """One picture per map: the overlay on its original photo, or a plain heatmap without photos."""
     if expl.images is None or expl.geometries is None:
-        return [heatmap(m, cmap) for m in expl.maps]
-    # Scale at input resolution, then map back: pixels the model never saw become NaN.
-    scaled = [_display_scale(m.float()) for m in expl.maps]
-    return [
-        overlay(expl.images.originals[int(i)], expl.geometries[int(i)].map_to_original(m, fill=math.nan), cmap, alpha)
-        for m, i in zip(scaled, expl.image_index)
-    ]
+        pictures = [heatmap(m, cmap) for m in expl.maps]
+        boxes = expl.boxes
+    else:
+        # Scale at input resolution, then map back: pixels the model never saw become NaN.
+        scaled = [_display_scale(m.float()) for m in expl.maps]
+        pictures = [
+            overlay(expl.images.originals[int(i)], expl.geometries[int(i)].map_to_original(m, fill=math.nan), cmap,
+                    alpha)
+            for m, i in zip(scaled, expl.image_index)
+        ]
+        boxes = None if expl.boxes is None else [
+            expl.geometries[int(i)].boxes_to_original(b[None].float().cpu())[0] for b, i in zip(expl.boxes, expl.image_index)]
+    if boxes is not None:  # a detector's explanation: each map with its detection's box
+        pictures = [draw_box(p, b) for p, b in zip(pictures, boxes)]
+    return pictures
+
+
+def draw_box(picture: Image.Image, box: torch.Tensor, colour: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """The picture with a box (x0, y0, x1, y1 in its pixels) outlined, on a dark border to stand out."""
+    out = picture.copy()
+    draw = ImageDraw.Draw(out)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    width = max(1, round(min(out.size) / 150))
+    draw.rectangle([x0 - width, y0 - width, x1 + width, y1 + width], outline=(0, 0, 0), width=width)
+    draw.rectangle([x0, y0, x1, y1], outline=colour, width=width)
+    return out
 
 
 def image_names(expl: Explanation) -> list[str]:
@@ -198,17 +217,25 @@ def save_explanation(
     out.mkdir(parents=True, exist_ok=True)
     pictures = map_pictures(expl, cmap, alpha)
     raw = expl.to_numpy()
-    paths = []
+    paths, panels = [], []
     for row, (stem, picture) in enumerate(zip(file_stems(expl), pictures)):
         meta = record(expl, row)
         info = PngInfo()
         for key in ("method", "target", "class_index", "score", "probability", "model"):
             info.add_text(key, str(meta[key]))
         png, npy, js = out / f"{stem}.png", out / f"{stem}.npy", out / f"{stem}.json"
-        caption(picture, describe(expl, row)).save(png, pnginfo=info)
+        panel = caption(picture, describe(expl, row))
+        panel.save(png, pnginfo=info)
+        panels.append(panel)
         np.save(npy, raw[row])
         js.write_text(json.dumps(meta, indent=2))
         paths += [str(png), str(npy), str(js)]
+    if expl.boxes is not None:  # detections: all of an image's panels side by side too
+        names = image_names(expl)
+        for i in sorted(set(expl.image_index.tolist())):
+            path = out / f"{names[i]}_{expl.method}_detections.png"
+            _hstack([p for p, j in zip(panels, expl.image_index.tolist()) if j == i]).save(path)
+            paths.append(str(path))
     return paths
 
 
@@ -232,14 +259,20 @@ def grid(
     first = expls[0]
     if first.images is None:
         raise ValueError("a grid needs explanations of photos (loaded with load_images)")
-    tiles: dict[int, list[Image.Image]] = {
-        i: [_tile(photo, f"{name} (original {photo.width}x{photo.height})", height)]
-        for i, (photo, name) in enumerate(zip(first.images.originals, first.images.names))
-    }
+    originals = [_tile(photo, f"{name} (original {photo.width}x{photo.height})", height)
+                 for photo, name in zip(first.images.originals, first.images.names)]
+    # detections: one picture per (photo, detection k), k counted per photo in row order
+    tiles: dict[tuple[int, int], list[Image.Image]] = {}
     for expl in expls:
+        per_image = expl.boxes is not None
+        seen: dict[int, int] = {}
         for row, (picture, i) in enumerate(zip(map_pictures(expl, cmap, alpha), expl.image_index.tolist())):
-            tiles[i].append(_tile(picture, describe(expl, row), height))
-    return {first.images.names[i]: _hstack(row) for i, row in tiles.items()}
+            k = seen.get(i, 0) if per_image else 0
+            seen[i] = k + 1
+            tiles.setdefault((i, k), [originals[i]]).append(_tile(picture, describe(expl, row), height))
+    names = first.images.names
+    return {(f"{names[i]}_detection{k}" if first.boxes is not None else names[i]): _hstack(row)
+            for (i, k), row in tiles.items()}
 
 
 def _hstack(images: list[Image.Image], gap: int = 6) -> Image.Image:

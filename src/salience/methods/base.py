@@ -15,6 +15,7 @@ import torch
 from ..errors import UnknownNameError
 from ..explanation import Explanation
 from ..models.model import Model
+from ..detection_targets import DetectionTarget, resolve_detection_target
 from ..targets import CallableTarget, ClassTarget, Target, resolve_target
 
 REGISTRY: dict[str, type["Explainer"]] = {}
@@ -96,7 +97,7 @@ class Explainer:
         else:
             with torch.inference_mode():
                 output = model(x)
-            target = resolve_target(target, output, model.class_names)
+            target = resolve_for(model, target, output)
             index = target.image_index.to(x.device)
             x_rows = x[index] if len(target) != x.shape[0] or not torch.equal(index.cpu(), torch.arange(len(target))) else x
             maps = self.attribute(model, x_rows, target)
@@ -121,9 +122,19 @@ class Explainer:
             seconds=seconds,
             scores=scores.detach(),
             probabilities=None if probabilities is None else probabilities.detach(),
-            classes=target.classes.cpu() if isinstance(target, ClassTarget) else None,
+            classes=target.classes.cpu() if isinstance(target, (ClassTarget, DetectionTarget)) else None,
+            boxes=getattr(target, "boxes", None),
+            queries=getattr(target, "queries", None),
             model_name=model.name,
         )
+
+
+def resolve_for(model: Model, spec: Any, output: Any) -> Target:
+    """The target rows for a model's clean output: classes, or a detector's kept detections."""
+    if model.task == "detection":
+        selections = output.select(model.score_threshold, model.top_k)
+        return resolve_detection_target(spec, selections, model.class_names)
+    return resolve_target(spec, output, model.class_names)
 
 
 def one_row_per_image(spec: Any, n_images: int) -> bool:

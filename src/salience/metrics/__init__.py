@@ -14,6 +14,7 @@ from .evaluate import METRICS, available_metrics, evaluate, metric_function
 from .insertion_deletion import PRESETS, deletion, id_score, insertion
 from .miou import miou
 from .perturbation_auc import negative_perturbation, positive_perturbation
+from .instances import match_instances, wrong_instance
 from .pointing import energy_pointing_game, pointing_game
 from .randomization import SanityResult, randomization_sanity, spearman
 
@@ -29,6 +30,7 @@ __all__ = [
     "evaluate",
     "id_score",
     "insertion",
+    "match_instances",
     "metric_function",
     "miou",
     "negative_perturbation",
@@ -36,4 +38,5 @@ __all__ = [
     "positive_perturbation",
     "randomization_sanity",
     "spearman",
+    "wrong_instance",
 ]

@@ -16,6 +16,8 @@ import torch
 
 from ..models.fast import inference_forward
 from ..models.model import Model
+from ..detection_targets import resolve_detection_target
+from ..errors import TargetError
 from ..targets import Target, resolve_target
 from .scoring import ScoreFn
 
@@ -74,11 +76,22 @@ def pixel_counts(n_pixels: int, step: int | None = None, n_steps: int | None = N
 
 
 def as_target(model: Model, x: torch.Tensor, target: Any) -> Target:
-    """A `Target` from anything `resolve_target` accepts (``"top1"`` runs one forward)."""
+    """A `Target` from anything `resolve_target` accepts (``"top1"`` runs one forward).
+
+    For a detector, one detection per row of ``x``: a `DetectionTarget`, or a detection index
+    (or a list of them, one per row; ``"top1"`` is the best detection of each row).
+    """
     if isinstance(target, Target):
         return target
     with torch.inference_mode():
         output = model(x)
+    if model.task == "detection":
+        spec = 0 if isinstance(target, str) and target.strip().lower() in ("top1", "top") else target
+        resolved = resolve_detection_target(spec, output.select(model.score_threshold, model.top_k), model.class_names)
+        if len(resolved) != x.shape[0]:
+            raise TargetError(f"{len(resolved)} detections for {x.shape[0]} images: a detector metric scores one "
+                              "detection per image row; pass the Explanation or a detection index")
+        return resolved
     return resolve_target(target, output, model.class_names)
 
 

@@ -8,9 +8,11 @@ import torch
 
 from ..errors import UnknownNameError
 from ..models.model import Model
+from ..detection_targets import DetectionTarget
 from ..targets import ClassTarget
 from .curves import CurveResult, as_target
 from .insertion_deletion import deletion, id_score, insertion
+from .instances import instance_regions, own_instance_masks, wrong_instance
 from .miou import miou
 from .perturbation_auc import negative_perturbation, positive_perturbation
 from .pointing import energy_pointing_game, pointing_game
@@ -24,6 +26,7 @@ METRICS: dict[str, Callable[..., Any]] = {
     "miou": miou,
     "pointing_game": pointing_game,
     "energy_pointing_game": energy_pointing_game,
+    "wrong_instance": wrong_instance,
 }
 CURVE_METRICS = ("insertion", "deletion", "id", "positive_perturbation", "negative_perturbation")
 DEFAULT_METRICS = ("insertion", "deletion", "id")
@@ -52,6 +55,7 @@ def evaluate(
     metrics: Sequence[str] = DEFAULT_METRICS,
     masks: Any = None,
     boxes: Any = None,
+    labels: Any = None,
     preset: str = "rise",
     return_curves: bool = False,
     **options,
@@ -63,6 +67,14 @@ def evaluate(
     ``preset`` applies to insertion / deletion / id; other ``options`` (batch_size,
     precision, channels_last, score, threshold, tolerance, ...) go to every metric that
     takes them. With ``return_curves=True`` curve metrics give their `CurveResult`.
+
+    Detectors: pass a detector's `Explanation` (one map per detection; its queries are
+    re-scored) or maps with a `DetectionTarget`. Ground truth is then given per IMAGE, one
+    entry per object: ``masks`` [(K, h, w)], ``boxes`` [(K, 4)] in input pixels (or
+    ``box_frame``), ``labels`` [(K,)] classes. Each detection is matched to its object
+    (`metrics.instances.match_instances`: same class, best IoU ≥ ``iou_threshold``, 0.5);
+    ``pointing_game``, ``energy_pointing_game`` and ``miou`` use that object's mask (or box),
+    ``wrong_instance`` the other objects'; unmatched detections give NaN.
     """
     functions = {name: metric_function(name) for name in metrics}
     maps = getattr(explanation_or_maps, "maps", explanation_or_maps)
@@ -71,14 +83,25 @@ def evaluate(
     if index is not None and (len(index) != x.shape[0] or not torch.equal(index.cpu(), torch.arange(x.shape[0]))):
         x = x[index.to(x.device)]
     classes = getattr(explanation_or_maps, "classes", None)
-    if target is None and classes is not None:
+    queries = getattr(explanation_or_maps, "queries", None)
+    if target is None and queries is not None:
+        target = DetectionTarget(index.cpu(), queries, classes, model.class_names,
+                                 boxes=explanation_or_maps.boxes)
+    elif target is None and classes is not None:
         target = ClassTarget(classes, torch.arange(len(classes)), model.class_names)
     needs_target = any(f in (insertion, deletion, id_score, positive_perturbation, negative_perturbation)
                        for f in functions.values())
     target = as_target(model, x, "top1" if target is None else target) if needs_target else target
+    truth = {"masks": masks, "boxes": boxes}
+    if model.task == "detection" and (masks is not None or boxes is not None) and any(
+            f in (miou, pointing_game, energy_pointing_game) for f in functions.values()):
+        regions = instance_regions(target, tuple(x.shape[-2:]), x.device, masks, boxes, labels,
+                                   options.get("iou_threshold", 0.5), options.get("box_frame"))
+        truth = {"masks": own_instance_masks(regions), "boxes": None}
     results: dict[str, Any] = {}
     for name, fn in functions.items():
-        kwargs = _accepted(fn, {**options, "preset": preset, "masks": masks, "boxes": boxes})
+        given = {"masks": masks, "boxes": boxes, "labels": labels} if fn is wrong_instance else truth
+        kwargs = _accepted(fn, {**options, "preset": preset, **given})
         result = fn(model, x, maps, target, **kwargs)
         results[name] = result if return_curves or not isinstance(result, CurveResult) else result.values
     return results
@@ -90,6 +113,7 @@ _OPTIONS = {
     miou: {"masks", "boxes", "threshold", "box_frame"},
     pointing_game: {"masks", "boxes", "tolerance", "box_frame"},
     energy_pointing_game: {"masks", "boxes", "box_frame"},
+    wrong_instance: {"masks", "boxes", "labels", "iou_threshold", "box_frame"},
 }
 _OPTIONS[deletion] = _OPTIONS[id_score] = _OPTIONS[insertion]
 _OPTIONS[negative_perturbation] = _OPTIONS[positive_perturbation]

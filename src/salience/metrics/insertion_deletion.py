@@ -14,6 +14,12 @@ the predicted class, unless given):
 - ``keio`` (the ALA paper): probability; black reference for both; 48 even steps
   (3072 pixels per step at 384²; at other sizes the step is H·W/48, rounded).
 - ``aha``: probability; each image's mean colour for both; 21 fractions 0, 5%, ..., 100%.
+
+Detectors: the target is one detection per row (an Explanation's detections, or a
+`DetectionTarget`); ``score="probability"`` (the presets' choice) tracks that query's class
+probability, ``score="drise"`` the D-RISE similarity of the perturbed image's best-matching
+detection to the original detection (`scoring.drise_score`), which does not assume the same
+query keeps the object.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from ..models.model import Model
 from .curves import CurveResult, as_target, perturbation_curves, pixel_counts, trapezoid_auc
 from .maps import as_maps, pixel_ranks
 from .references import Reference, reference_image
-from .scoring import Score, score_function
+from .scoring import Score, drise_score, score_function
 
 PRESETS: dict[str, dict[str, Any]] = {
     "rise": {"score": "probability", "insertion_reference": "blur", "deletion_reference": "zero", "step": "row"},
@@ -78,9 +84,9 @@ def causal_curve(
     ref = reference_image(x, s["reference"], model.preprocess)
     start, finish = (ref, x) if mode == "insertion" else (x, ref)
     counts = pixel_counts(h * w, s["step"], s["n_steps"])
+    score_fn = drise_score(model, x, target) if s["score"] == "drise" else score_function(s["score"])
     curves = perturbation_curves(
-        model, ranks, start, finish, counts, target, score_function(s["score"]), batch_size, precision, channels_last,
-        trace,
+        model, ranks, start, finish, counts, target, score_fn, batch_size, precision, channels_last, trace,
     )
     fractions = counts.to(curves.device, torch.float32) / (h * w)
     return CurveResult(trapezoid_auc(curves, fractions), curves, fractions)

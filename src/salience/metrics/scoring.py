@@ -44,6 +44,27 @@ def _accuracy(output: Any, target: Target, rows: torch.Tensor) -> torch.Tensor:
     return (output.argmax(1) == classes).float()
 
 
+def drise_score(model: Any, x: torch.Tensor, target: Target) -> ScoreFn:
+    """Score = D-RISE similarity of the best-matching detection to the original one (detectors).
+
+    The original detection of each target row (box and class probabilities) is read from the
+    clean images ``x`` (one row per target row); each perturbed image is then scored by
+    `salience.methods.drise.best_match_similarity` (IoU · class-vector cosine · objectness).
+    """
+    from ..detection_targets import DetectionTarget
+    from ..methods.drise import best_match_similarity, target_vectors
+
+    if not isinstance(target, DetectionTarget):
+        raise TargetError("score='drise' needs detection targets (a detector's Explanation)")
+    boxes, probs = target_vectors(model, x, target)
+
+    def score(output: Any, target: Target, rows: torch.Tensor) -> torch.Tensor:
+        rows = rows.to(boxes.device)
+        return best_match_similarity(boxes[rows], probs[rows], output)
+
+    return score
+
+
 def score_function(score: Score) -> ScoreFn:
     """The function ``(output, target, rows) -> scores`` that ``score`` names."""
     if callable(score):

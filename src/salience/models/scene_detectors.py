@@ -72,6 +72,10 @@ def cxcywh_to_pixels(boxes: torch.Tensor, input_size: tuple[int, int]) -> torch.
 
 
 DECODERS = {"scene-detr": decode_softmax, "scene-deformable-detr": decode_sigmoid}
+#: The feature map CAM methods (Grad-CAM, ODAM) use: the projection of the backbone map into the
+#: transformer (single scale), or of its finest level, stride 8 (deformable). Found automatically
+#: it would be the last 4-D output, which in SceneDETR is an attention-weight dropout.
+CAM_LAYERS = {"scene-detr": "input_proj", "scene-deformable-detr": "input_proj.0"}
 
 
 def as_detector_model(
@@ -82,7 +86,7 @@ def as_detector_model(
     arch, size = module.config["architecture"], module.config["input_size"]
     pre = Preprocess(size=(size, size), mean=LITE_MEAN, std=LITE_STD, mode=resize)
     return DetectorModel(module, pre, class_names, decode=DECODERS[arch], cross_attention=capture_cross_attention,
-                         score_threshold=score_threshold, top_k=top_k, name=name or arch)
+                         score_threshold=score_threshold, top_k=top_k, cam_layer=CAM_LAYERS[arch], name=name or arch)
 
 
 def load_scene_detector(

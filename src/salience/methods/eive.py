@@ -1,0 +1,185 @@
+"""EIVE: one map per detection, read from the decoder's cross-attention (seed 000).
+
+Each detection of a DETR-like detector comes from one object query; that query's
+cross-attention over the image features, in every decoder layer, is read as the
+attribution of its instance. No gradient, no perturbation: the maps come from the
+detector's own forward pass, captured while it runs (`DetectorModel.capture_cross_attention`).
+
+Per layer, a query's attention becomes a map on a token grid: single-scale DETRs give
+weights over the encoder's h×w grid (`GridAttention`); deformable DETRs give sampling
+points, whose weights are splatted bilinearly at their locations on each level's grid, each
+level resized to the finest grid (mass kept) and summed (`splat_deformable`). Heads are
+reduced (mean or max) and each layer's map is normalised to sum 1.
+
+CLHCF (cross-layer hybrid consensus fusion). The paper does not publish its formulas; ours
+(documented decision, see docs): with layer weights w_l (default l + 1: later layers count
+more),
+
+    additive       A_add = Σ_l w_l A_l / Σ_l w_l
+    multiplicative A_mul = normalise(exp(Σ_l w_l log(A_l + ε) / Σ_l w_l))   (weighted geometric mean)
+    hybrid         A = (1 - mix) · A_add + mix · A_mul
+
+The geometric mean keeps only regions every layer agrees on; the additive mean keeps their
+union. ``fusion`` selects ``hybrid`` (CLHCF), ``mean`` (additive only), ``product``
+(multiplicative only) or ``last`` (the last decoder layer alone), the ablations of the
+benchmark. ε = 1e-3 of a uniform map's value.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..detection_targets import DetectionTarget
+from ..errors import SalienceError
+from ..explanation import Explanation
+from ..models.detection import DeformableAttention, DetectorModel, GridAttention
+from .base import Explainer, register, resolve_for
+
+FUSIONS = ("hybrid", "mean", "product", "last")
+HEAD_REDUCTIONS = ("mean", "max")
+
+
+def grid_layer_maps(layer: GridAttention, target: DetectionTarget) -> torch.Tensor:
+    """(N, heads, h, w): the target queries' attention over the token grid."""
+    w = layer.weights
+    return w[target.image_index.to(w.device), :, target.queries.to(w.device)]
+
+
+def splat(locations: torch.Tensor, weights: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Splat point weights bilinearly onto an h×w grid.
+
+    ``locations`` (..., P, 2) are (x, y) in [0, 1] of the map (grid_sample's
+    ``align_corners=False`` convention: cell centres at (i + 0.5) / w); ``weights`` (..., P).
+    Returns (..., h, w). Mass falling outside the grid is dropped, as a bilinear sample
+    there would read zero padding.
+    """
+    h, w = shape
+    lead = weights.shape[:-1]
+    px = locations[..., 0] * w - 0.5
+    py = locations[..., 1] * h - 0.5
+    x0, y0 = px.floor(), py.floor()
+    fx, fy = px - x0, py - y0
+    out = weights.new_zeros(*lead, h * w).reshape(-1, h * w)
+    flat_w = weights.reshape(out.shape[0], -1)
+    for dx, dy, share in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = (x0 + dx).long(), (y0 + dy).long()
+        inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+        index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).reshape(out.shape[0], -1)
+        value = (share * inside).reshape(out.shape[0], -1) * flat_w
+        out.scatter_add_(1, index, value)
+    return out.reshape(*lead, h, w)
+
+
+def splat_deformable(layer: DeformableAttention, target: DetectionTarget) -> torch.Tensor:
+    """(N, heads, h, w) on the finest level's grid: every level splatted, resized, summed.
+
+    A coarse cell's mass is spread evenly over the fine cells it covers (bilinear resize,
+    divided by the area ratio), so each level contributes the weight its points carry.
+    """
+    b, q = target.image_index.to(layer.weights.device), target.queries.to(layer.weights.device)
+    locations, weights = layer.locations[b, q], layer.weights[b, q]  # (N, heads, L, P, 2), (N, heads, L, P)
+    shapes = layer.level_shapes
+    finest = max(shapes, key=lambda s: s[0] * s[1])
+    total = 0
+    for level, shape in enumerate(shapes):
+        level_map = splat(locations[:, :, level], weights[:, :, level], shape)
+        if tuple(shape) != tuple(finest):
+            n, heads = level_map.shape[:2]
+            level_map = F.interpolate(level_map.reshape(n * heads, 1, *shape), size=finest, mode="bilinear",
+                                      align_corners=False).reshape(n, heads, *finest)
+            level_map = level_map * (shape[0] * shape[1]) / (finest[0] * finest[1])
+        total = total + level_map
+    return total
+
+
+def layer_map(layer: GridAttention | DeformableAttention, target: DetectionTarget, head_reduction: str) -> torch.Tensor:
+    """(N, h, w): one decoder layer's map per target row, heads reduced, summing to 1."""
+    maps = grid_layer_maps(layer, target) if isinstance(layer, GridAttention) else splat_deformable(layer, target)
+    maps = maps.float().mean(1) if head_reduction == "mean" else maps.float().amax(1)
+    return maps / maps.sum((1, 2), keepdim=True).clamp_min(1e-12)
+
+
+def fuse_layers(maps: torch.Tensor, fusion: str = "hybrid", mix: float = 0.5,
+                layer_weights: Sequence[float] | None = None) -> torch.Tensor:
+    """CLHCF over per-layer maps (L, N, h, w), each summing to 1 → (N, h, w) summing to 1."""
+    n_layers = maps.shape[0]
+    if fusion == "last":
+        return maps[-1]
+    w = torch.tensor(layer_weights if layer_weights is not None else [l + 1.0 for l in range(n_layers)],
+                     dtype=maps.dtype, device=maps.device)
+    if w.numel() != n_layers:
+        raise SalienceError(f"layer_weights has {w.numel()} values for {n_layers} decoder layers")
+    w = (w / w.sum()).view(-1, 1, 1, 1)
+    additive = (w * maps).sum(0)
+    if fusion == "mean":
+        return additive
+    eps = 1e-3 / (maps.shape[-1] * maps.shape[-2])
+    product = torch.exp((w * torch.log(maps + eps)).sum(0))
+    product = product / product.sum((1, 2), keepdim=True)
+    if fusion == "product":
+        return product
+    return (1 - mix) * additive + mix * product
+
+
+@register
+class EIVE(Explainer):
+    """EIVE: per-detection maps from decoder cross-attention, fused across layers (CLHCF).
+
+    Parameters
+    ----------
+    fusion : str
+        ``hybrid`` (CLHCF, default), ``mean``, ``product`` or ``last``.
+    mix : float
+        Weight of the multiplicative consensus in the hybrid, in [0, 1].
+    layer_weights : list of float, optional
+        One weight per decoder layer; default 1, 2, ..., L (later layers count more).
+    head_reduction : str
+        ``mean`` or ``max`` over attention heads.
+    """
+
+    name: ClassVar[str] = "eive"
+    family: ClassVar[str] = "attention"
+
+    def __init__(self, fusion: str = "hybrid", mix: float = 0.5, layer_weights: Sequence[float] | None = None,
+                 head_reduction: str = "mean"):
+        super().__init__(batch_size=None)
+        if fusion not in FUSIONS:
+            raise SalienceError(f"fusion must be one of {FUSIONS}, got '{fusion}'")
+        if head_reduction not in HEAD_REDUCTIONS:
+            raise SalienceError(f"head_reduction must be one of {HEAD_REDUCTIONS}, got '{head_reduction}'")
+        if not 0.0 <= mix <= 1.0:
+            raise SalienceError(f"mix must be in [0, 1], got {mix}")
+        self.fusion, self.mix, self.layer_weights, self.head_reduction = fusion, mix, layer_weights, head_reduction
+
+    def __call__(self, model: DetectorModel, x: torch.Tensor, target="all") -> Explanation:
+        check_detector(model, self.name)
+        x = x.to(model.device)
+        start = time.perf_counter()
+        with torch.inference_mode(), model.capture_cross_attention() as record:
+            detections = model(x)
+        target = resolve_for(model, target, detections)
+        if not record.layers:
+            raise SalienceError(f"{model.name} recorded no decoder cross-attention during its forward pass")
+        per_layer = torch.stack([layer_map(layer, target, self.head_reduction) for layer in record.layers])
+        fused = fuse_layers(per_layer, self.fusion, self.mix, self.layer_weights)
+        maps = F.interpolate(fused[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
+        if model.device.type == "cuda":
+            torch.cuda.synchronize(model.device)
+        return Explanation(
+            maps=maps.float(), image_index=target.image_index, labels=target.labels(), method=self.name,
+            params=self.params, seconds=time.perf_counter() - start, scores=target.detection_scores,
+            classes=target.classes, boxes=target.boxes, queries=target.queries, model_name=model.name,
+        )
+
+
+def check_detector(model, method: str) -> None:
+    """A clear error when a detector method meets a classifier, or EIVE a detector without cross-attention."""
+    if model.task != "detection":
+        raise SalienceError(f"'{method}' explains detections; {model.name} is a {model.task} model")
+    if method == "eive" and not model.has_cross_attention:
+        raise SalienceError(f"{model.name} does not expose decoder cross-attention, which '{method}' reads; "
+                            "use a gradient or black-box method for it (e.g. gradcam, drise)")
