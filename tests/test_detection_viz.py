@@ -49,3 +49,17 @@ def test_cli_writes_detection_panels_and_grids(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     written = {p.name for p in (tmp_path / "out").glob("*.png")}
     assert {"scene_odam_detections.png", "scene_detection0_grid.png", "scene_detection1_grid.png"} <= written
+
+
+def test_cli_says_when_an_image_has_no_detection_to_explain(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from salience.cli import app
+
+    Image.fromarray(white_photo()).save(tmp_path / "scene.png")
+    monkeypatch.setattr(sl, "load_model", lambda name=None, device=None, **kwargs: region_detector())
+    result = CliRunner().invoke(app, ["explain", str(tmp_path / "scene.png"), "--model", "regions", "--method",
+                                      "odam", "--score-threshold", "1.5", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "no detections above the score threshold" in result.output
+    assert not list((tmp_path / "out").glob("*.png")) if (tmp_path / "out").exists() else True

@@ -25,7 +25,7 @@ from . import viz
 from .bench.cli import bench_command, evaluate_command
 from .data.scenes.cli import scenes_app
 from .detect import detect, save_detections
-from .errors import ImageLoadError, SalienceError
+from .errors import ImageLoadError, SalienceError, TargetError
 from .images import ImageBatch, _unique, expand_sources, load_image
 from .methods import REGISTRY, Explainer
 from .models import BUILTIN, DEFAULT_MODEL, PREFIXES
@@ -130,8 +130,11 @@ def _fail(message: str, code: int) -> typer.Exit:
 def explain(
     paths: list[Path] = typer.Argument(..., help="Image files and/or folders of images.", show_default=False),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundled name, timm:NAME or hf:NAME."),
-    method: str = typer.Option("gradcam", "--method", help="A method, or several comma separated (adds a grid)."),
-    target: str = typer.Option("top1", "--target", "-t", help="top1, topk:K, a class index or a class name."),
+    method: Optional[str] = typer.Option(
+        None, "--method", help="A method, or several comma separated (adds a grid). Default: gradcam; "
+        "for detectors, none: the detections are drawn."
+    ),
+    target: str = typer.Option("top1", "--target", "-t", help="top1, topk:K, a class index or a class name; detectors: all kept detections, or a detection index."),
     out_dir: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per model call."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -151,16 +154,18 @@ def explain(
     is wrong).
     """
     try:
-        methods = [m for m in method.split(",") if m.strip()]
+        methods = [m for m in (method or "").split(",") if m.strip()]
         if resize is not None and resize not in RESIZE_MODES:
             raise UsageError(f"--resize must be one of {', '.join(RESIZE_MODES)}, got '{resize}'")
-        explainers = build_explainers(methods, parse_params(param))
+        explainers = build_explainers(methods or ["gradcam"], parse_params(param))
         files = expand_sources([str(p) for p in paths])
         if not files:
             raise ImageLoadError("no image files found in " + ", ".join(map(str, paths)))
         net = sl.load_model(model, device=pick_device(device))
-        if net.task == "detection" and not any(e.family == "detection" for e in explainers.values()):
-            return run_detect(net, files, out_dir, batch_size, resize, score_threshold)
+        if net.task == "detection" and score_threshold is not None:
+            net.score_threshold = score_threshold
+        if net.task == "detection" and not methods:
+            return run_detect(net, files, out_dir, batch_size, resize)
         net = configure(net, cam_layer, resize)
         n_done, written = run_explain(net, files, explainers, target, out_dir, batch_size, cmap)
     except UsageError as error:
@@ -195,7 +200,14 @@ def run_explain(
             results = {}
             for name, explainer in explainers.items():
                 progress.update(task, description=f"{name} [{start + 1}-{start + len(chunk)}/{len(files)}]")
-                results[name] = sl.explain(model, batch, explainer, target)
+                try:
+                    results[name] = sl.explain(model, batch, explainer, target)
+                except TargetError as error:
+                    if model.task != "detection" or "no detections" not in str(error):
+                        raise
+                    out.print(f"{', '.join(batch.names)}: {error}")
+                    progress.advance(task, len(batch) * len(explainers))
+                    break
                 written += viz.save_explanation(results[name], out_dir, cmap=cmap)
                 progress.advance(task, len(batch))
             if len(results) > 1:
@@ -204,14 +216,10 @@ def run_explain(
     return n_done, written
 
 
-def run_detect(
-    model, files: list, out_dir: Path, batch_size: int, resize: Optional[str], score_threshold: Optional[float]
-) -> None:
-    """Draw each photo's detections (no saliency method for detectors yet): PNG + JSON."""
+def run_detect(model, files: list, out_dir: Path, batch_size: int, resize: Optional[str]) -> None:
+    """Draw each photo's detections (no method asked for): PNG + JSON."""
     if resize is not None:
         model.preprocess = replace(model.preprocess, mode=resize)
-    if score_threshold is not None:
-        model.score_threshold = score_threshold
     names = _unique([Path(f).stem for f in files])
     written, n_done = [], 0
     with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
