@@ -217,3 +217,20 @@ def test_nothing_stays_patched_after_an_error():
     with pytest.raises(ValueError, match="boom"), capture_attention(model):
         raise ValueError("boom")
     assert torch._C._len_torch_function_stack() == 0 and not attn._forward_hooks
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multihead_attention_asking_for_weights_is_recorded_per_head(batch_first):
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+    tokens = torch.randn(2, 5, 16) if batch_first else torch.randn(5, 2, 16)
+    with torch.inference_mode():
+        out, averaged = mha(tokens, tokens, tokens)
+        with capture_attention(mha) as rec:
+            out_c, averaged_c = mha(tokens, tokens, tokens)
+        _, per_head = mha(tokens, tokens, tokens, average_attn_weights=False)
+    # batch_first modules take the native fast path when not captured: equal within rounding
+    torch.testing.assert_close(out_c, out, atol=1e-6, rtol=0)
+    torch.testing.assert_close(averaged_c, averaged, atol=1e-6, rtol=0)
+    assert len(rec.maps) == 1
+    torch.testing.assert_close(rec.maps[0], per_head, atol=1e-6, rtol=0)
