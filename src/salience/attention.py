@@ -17,7 +17,9 @@ every architecture that attends through SDPA is covered:
 ``nn.MultiheadAttention`` needs no module hooks: while a torch function mode is active its
 native fast path (``torch._native_multi_head_attention``) is skipped, and its Python path
 ``F.multi_head_attention_forward`` is intercepted as a whole; inside it, SDPA is routed to
-the same capture. With ``need_weights=True`` its own weights (per head) are recorded.
+the same capture. With ``need_weights=True`` its own weights (per head) are recorded. The
+uncaptured module may take the native fast path, which rounds differently, so its outputs
+under capture agree with the uncaptured ones within float rounding (~1e-7), not bit for bit.
 
 Mode intercepts see function calls, not modules: given a `Model` whose ``anatomy`` names
 its attention modules, only calls made inside those modules are recorded (a CLIP text
