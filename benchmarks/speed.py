@@ -127,12 +127,16 @@ def timm_vit(name: str, device: torch.device) -> sl.Model:
 
 
 def grad_cam_reads_tokens(model: sl.Model) -> bool:
-    """Whether our Grad-CAM uses a layer inside the transformer blocks (token CAM)."""
+    """Whether our Grad-CAM uses token features: a block's output or a layer inside a block
+    but outside its attention (without token CAMs the automatic choice on a timm ViT is
+    ``blocks.11.attn.k_norm``, whose (B, heads, N, d) output only looks spatial)."""
     try:
         layer = model.cam_layer_name
     except Exception:  # noqa: BLE001 - no usable CAM layer at all
         return False
-    return any(layer == b or layer.startswith(b + ".") for b in model.anatomy.blocks)
+    anatomy = model.anatomy
+    inside_attention = any(layer == a or layer.startswith(a + ".") for a in anatomy.attentions)
+    return not inside_attention and any(layer == b or layer.startswith(b + ".") for b in anatomy.blocks)
 
 
 def vit_rows(device: torch.device, repeats: int) -> None:
