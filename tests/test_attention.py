@@ -234,3 +234,9 @@ def test_multihead_attention_asking_for_weights_is_recorded_per_head(batch_first
     torch.testing.assert_close(averaged_c, averaged, atol=1e-6, rtol=0)
     assert len(rec.maps) == 1
     torch.testing.assert_close(rec.maps[0], per_head, atol=1e-6, rtol=0)
+    for options in ({"grad": True}, {"keep_outputs": True}):  # weights come from the routed SDPA call
+        with capture_attention(mha, **options) as rec:
+            out_g, averaged_g = mha(tokens, tokens, tokens)
+        torch.testing.assert_close(out_g.detach(), out, atol=1e-5, rtol=0)
+        torch.testing.assert_close(averaged_g.detach(), averaged, atol=1e-6, rtol=0)
+        assert len(rec.maps) == 1 and len(rec.outputs) == int("keep_outputs" in options)

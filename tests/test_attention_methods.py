@@ -181,3 +181,34 @@ def test_clear_errors_without_a_token_grid():
         sl.explain(swin_like, x, method="chefer")
     with pytest.raises(ValueError):
         sl.get_explainer("rollout", head_fusion="median")
+
+
+class MhaViT(torch.nn.Module):
+    """A small ViT on nn.MultiheadAttention, asking for its weights or not."""
+
+    def __init__(self, need_weights: bool):
+        super().__init__()
+        self.need_weights = need_weights
+        self.embed = torch.nn.Conv2d(3, 16, 16, 16)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, 16))
+        self.attns = torch.nn.ModuleList(torch.nn.MultiheadAttention(16, 2, batch_first=True) for _ in range(2))
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = torch.cat([self.cls.expand(x.shape[0], -1, -1), self.embed(x).flatten(2).transpose(1, 2)], 1)
+        for attn in self.attns:
+            h = h + torch.tanh(attn(h, h, h, need_weights=self.need_weights)[0])
+        return self.head(h[:, 0])
+
+
+def test_chefer_is_the_same_when_attention_does_not_go_through_sdpa():
+    models = []
+    for need_weights in (False, True):
+        torch.manual_seed(0)
+        model = sl.wrap(MhaViT(need_weights), input_size=32)
+        model.anatomy = TokenAnatomy(patch_size=(16, 16), prefix_tokens=1, attentions=["attns.0", "attns.1"])
+        models.append(model)
+    x = torch.randn(2, 3, 32, 32)
+    fused, explicit = (sl.get_explainer("chefer").attribute(m, x, target_for([2, 0])) for m in models)
+    assert fused.abs().max() > 0
+    torch.testing.assert_close(fused, explicit, atol=1e-6, rtol=1e-4)

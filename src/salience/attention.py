@@ -14,10 +14,16 @@ every architecture that attends through SDPA is covered:
   attention requires grad (frozen parameters, plain input), the first map is made a leaf
   that requires grad, so the graph is still built from there on.
 
+With ``keep_outputs=True`` (and ``grad=False``) each call's output ``O`` (in the graph when
+grad is enabled) and values ``V`` are kept as well: ``∂s/∂A = (∂s/∂O)·Vᵀ`` is then exact and
+the forward keeps the fused kernel, a cheaper way to the gradients of the maps than
+``grad=True`` (Chefer's method uses it).
+
 ``nn.MultiheadAttention`` needs no module hooks: while a torch function mode is active its
 native fast path (``torch._native_multi_head_attention``) is skipped, and its Python path
 ``F.multi_head_attention_forward`` is intercepted as a whole; inside it, SDPA is routed to
-the same capture. With ``need_weights=True`` its own weights (per head) are recorded. The
+the same capture. With ``need_weights=True`` (and ``grad=False``) its own weights (per
+head) are recorded; otherwise the recorded map is also what it returns as weights. The
 uncaptured module may take the native fast path, which rounds differently, so its outputs
 under capture agree with the uncaptured ones within float rounding (~1e-7), not bit for bit.
 
@@ -50,10 +56,15 @@ class AttentionRecord:
     maps : list of torch.Tensor
         One (B, heads, N_q, N_k) tensor of attention probabilities per self-attention call,
         in forward order (several forward passes inside the block append in turn).
+    outputs, values : list of torch.Tensor
+        With ``keep_outputs=True``: each SDPA call's output (B, heads, N_q, d) and values
+        (B, heads, N_k, d), heads repeated to the query heads; empty otherwise.
     """
 
     def __init__(self) -> None:
         self.maps: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
 
     def __len__(self) -> int:
         return len(self.maps)
@@ -61,6 +72,12 @@ class AttentionRecord:
     def clear(self) -> None:
         """Forget the maps recorded so far (e.g. between forward passes)."""
         self.maps.clear()
+        self.outputs.clear()
+        self.values.clear()
+
+    def map_gradients(self, output_gradients: list[torch.Tensor]) -> list[torch.Tensor]:
+        """∂s/∂A for every map from ∂s/∂O (``keep_outputs=True``): since O = A·V, (∂s/∂O)·Vᵀ."""
+        return [g @ v.transpose(-2, -1) for g, v in zip(output_gradients, self.values)]
 
 
 def attention_probabilities(
@@ -102,10 +119,11 @@ def _repeat_heads(v: torch.Tensor, heads: int) -> torch.Tensor:
 class _AttentionMode(TorchFunctionMode):
     """Records attention probabilities from SDPA and ``F.multi_head_attention_forward``."""
 
-    def __init__(self, record: AttentionRecord, grad: bool, active) -> None:
+    def __init__(self, record: AttentionRecord, grad: bool, active, keep_outputs: bool = False) -> None:
         super().__init__()
         self.record = record
         self.grad = grad
+        self.keep_outputs = keep_outputs
         self.active = active  # () -> bool: whether calls happening now are recorded
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -123,6 +141,11 @@ class _AttentionMode(TorchFunctionMode):
                         enable_gqa=enable_gqa)
             with torch.no_grad():
                 self._keep(attention_probabilities(q, k, attn_mask, is_causal, scale, enable_gqa))
+            if self.keep_outputs:
+                if torch.is_grad_enabled() and not out.requires_grad:
+                    out.requires_grad_(True)
+                self.record.outputs.append(out)
+                self.record.values.append(_repeat_heads(v.detach(), q.shape[-3]))
             return out
         attn = attention_probabilities(q, k, attn_mask, is_causal, scale, enable_gqa)
         if torch.is_grad_enabled() and not attn.requires_grad:
@@ -133,24 +156,31 @@ class _AttentionMode(TorchFunctionMode):
         return attn.to(v.dtype) @ _repeat_heads(v, attn.shape[-3])
 
     def multi_head(self, func, args, kwargs):
-        """``F.multi_head_attention_forward`` with SDPA routed to `attend`, or, when the
-        caller asks for weights, with per-head weights recorded from its own computation."""
+        """``F.multi_head_attention_forward`` with SDPA routed to `attend`; when the caller asks
+        for weights and neither ``grad`` nor ``keep_outputs`` is set, its own computation
+        runs instead and its per-head weights are recorded."""
         names = ("query", "key", "value", "embed_dim_to_check", "num_heads", "in_proj_weight", "in_proj_bias",
                  "bias_k", "bias_v", "add_zero_attn", "dropout_p", "out_proj_weight", "out_proj_bias", "training",
                  "key_padding_mask", "need_weights")
         call = dict(zip(names, args), **kwargs)
         call.setdefault("need_weights", True)
-        if not call["need_weights"]:
-            global_names = func.__globals__
-            global_names["scaled_dot_product_attention"] = self.attend
-            try:
-                return func(**call)
-            finally:
-                global_names["scaled_dot_product_attention"] = _SDPA
-        average = call.get("average_attn_weights", True)
-        call["average_attn_weights"] = False
-        out, weights = func(**call)
-        self._keep(weights if weights.dim() == 4 else weights[None])
+        if call["need_weights"] and not (self.grad or self.keep_outputs):
+            average = call.get("average_attn_weights", True)
+            call["average_attn_weights"] = False
+            out, weights = func(**call)
+            self._keep(weights if weights.dim() == 4 else weights[None])
+            return out, weights.mean(-3) if average else weights
+        asked, average = call["need_weights"], call.get("average_attn_weights", True)
+        call["need_weights"] = False
+        global_names = func.__globals__
+        global_names["scaled_dot_product_attention"] = self.attend
+        try:
+            out, _ = func(**call)
+        finally:
+            global_names["scaled_dot_product_attention"] = _SDPA
+        if not asked:
+            return out, None
+        weights = self.record.maps[-1] if call["query"].dim() == 3 else self.record.maps[-1][0]
         return out, weights.mean(-3) if average else weights
 
     def _keep(self, attn: torch.Tensor) -> None:
@@ -165,7 +195,7 @@ def _attention_modules(model) -> list[nn.Module]:
 
 
 @contextlib.contextmanager
-def capture_attention(model, grad: bool = False) -> Iterator[AttentionRecord]:
+def capture_attention(model, grad: bool = False, keep_outputs: bool = False) -> Iterator[AttentionRecord]:
     """Record every self-attention map computed inside the block.
 
     Parameters
@@ -182,7 +212,12 @@ def capture_attention(model, grad: bool = False) -> Iterator[AttentionRecord]:
     AttentionRecord
         Filled by forward passes inside the block. Nothing stays patched or hooked after
         the block, even when it raises.
+    keep_outputs : bool
+        Also keep each call's output and values (``record.outputs``, ``record.values``;
+        only with ``grad=False``) for `AttentionRecord.map_gradients`.
     """
+    if grad and keep_outputs:
+        raise ValueError("keep_outputs is for grad=False: with grad=True the maps themselves are in the graph")
     record = AttentionRecord()
     modules = _attention_modules(model)
     depth = [0]
@@ -198,7 +233,7 @@ def capture_attention(model, grad: bool = False) -> Iterator[AttentionRecord]:
         for module in modules:
             handles.append(module.register_forward_pre_hook(enter))
             handles.append(module.register_forward_hook(leave, always_call=True))
-        with _AttentionMode(record, grad, (lambda: depth[0] > 0) if modules else (lambda: True)):
+        with _AttentionMode(record, grad, (lambda: depth[0] > 0) if modules else (lambda: True), keep_outputs):
             yield record
     finally:
         for handle in handles:

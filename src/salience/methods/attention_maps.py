@@ -213,27 +213,32 @@ class CheferAttribution(AttentionExplainer):
     from R = I, R ← R + Ā R block by block; the map is the class-token row of R over the
     patches. This is the LRP-free variant of "Generic attention-model explainability"
     (ICCV 2021); the LRP relevance of A of the 2021 CVPR method is not implemented. One
-    forward and one backward per batch, with the model's parameters frozen.
+    forward (fused attention kept) and one backward per batch, parameters frozen.
     """
 
     name = "chefer"
     aliases = ("transformer_attribution", "chefer2021")
 
     def token_relevance(self, model, x, target, rows, prefix):
-        with frozen_parameters(model.module), torch.enable_grad(), capture_attention(model, grad=True) as record:
-            scores = target.score(model(x), rows)
-            maps = checked(record.maps, self.name)
-            if not any(m.requires_grad for m in maps) or not scores.requires_grad:
-                raise SalienceError("chefer: the target score does not depend on the attention maps")
-            grads = torch.autograd.grad(scores.sum(), [m for m in maps if m.requires_grad], allow_unused=True)
-        grads = iter(grads)
-        weighted = []
-        for a in maps:
-            g = next(grads) if a.requires_grad else None
-            weighted.append(torch.zeros_like(a[:, 0]) if g is None else (g * a.detach()).clamp(min=0).mean(1))
+        maps, grads = self.maps_and_gradients(model, x, target, rows)
+        weighted = [(g * a).clamp(min=0).mean(1) for a, g in zip(maps, grads)]
         n = maps[0].shape[-1]
         eye = torch.eye(n, device=x.device, dtype=weighted[0].dtype)
         row = query_row(eye[None] + weighted[-1], prefix)
         for layer in reversed(weighted[:-1]):
             row = row + torch.bmm(row[:, None], layer)[:, 0]
         return row.float()
+
+    def maps_and_gradients(self, model, x, target, rows) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The attention maps and ∂s/∂A from one forward (fused attention kept) and one
+        backward: ∂s/∂A = (∂s/∂O)·Vᵀ from the gradients of the attention outputs O."""
+        with frozen_parameters(model.module), torch.enable_grad():
+            with capture_attention(model, keep_outputs=True) as record:
+                scores = target.score(model(x), rows)
+            maps = checked(record.maps, self.name)
+            used = [o for o in record.outputs if o.requires_grad]
+            if not used or not scores.requires_grad:
+                raise SalienceError(f"{self.name}: the target score does not depend on the attention maps")
+            found = iter(torch.autograd.grad(scores.sum(), used, allow_unused=True))
+        grads = [next(found) if o.requires_grad else None for o in record.outputs]
+        return maps, record.map_gradients([torch.zeros_like(o) if g is None else g for g, o in zip(grads, record.outputs)])
