@@ -2,12 +2,18 @@
 
 Run:  python benchmarks/speed.py            (CPU, default model, 224x224, batch 1)
       python benchmarks/speed.py --batch 16 --device cuda
+      python benchmarks/speed.py --only vit  (attention methods on ViT-S/16, batches 1 and 16)
 
 For every method the script times `explainer.attribute` (the map computation, with the
 target class given, as the peers get it) and the peer library's call on the same input,
 each as the median of --repeats runs, and divides by the median time of one forward pass of
 the same batch measured in the same run. Peak extra memory (RSS high-water mark above the
 resident size before the call; Linux only) is reported for IG.
+
+``--only vit`` times the attention methods (raw attention, rollout, Chefer) and Grad-CAM on
+a randomly initialised timm ViT-S/16 at 224 px, batches 1 and 16, against pytorch-grad-cam's
+GradCAM with its ViT ``reshape_transform``, and reports the memory taken by capturing all
+attention maps of ViT-B/16 at batch 16 (the exact sum of the captured tensors' bytes).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import salience as sl  # noqa: E402
 from salience.compat import import_optional  # noqa: E402
 from salience.metrics.cost import median_seconds  # noqa: E402
+from salience.attention import capture_attention  # noqa: E402
+from salience.models.anatomy import TokenAnatomy  # noqa: E402
 from salience.targets import ClassTarget  # noqa: E402
 
 
@@ -104,6 +112,82 @@ def peer_calls(model: sl.Model, x: torch.Tensor, classes: torch.Tensor) -> dict[
     return calls
 
 
+def timm_vit(name: str, device: torch.device) -> sl.Model:
+    """A randomly initialised timm ViT at 224 px with its token anatomy."""
+    timm = import_optional("timm")
+    torch.manual_seed(0)
+    module = timm.create_model(name, pretrained=False).eval().to(device)
+    model = sl.wrap(module, input_size=224, name=name)
+    if model.anatomy is None:  # set by hand where the adapters do not discover it
+        depth = len(module.blocks)
+        model.anatomy = TokenAnatomy(patch_size=(16, 16), prefix_tokens=module.num_prefix_tokens,
+                                     blocks=[f"blocks.{i}" for i in range(depth)],
+                                     attentions=[f"blocks.{i}.attn" for i in range(depth)])
+    return model
+
+
+def grad_cam_reads_tokens(model: sl.Model) -> bool:
+    """Whether our Grad-CAM uses token features: a block's output or a layer inside a block
+    but outside its attention (without token CAMs the automatic choice on a timm ViT is
+    ``blocks.11.attn.k_norm``, whose (B, heads, N, d) output only looks spatial)."""
+    try:
+        layer = model.cam_layer_name
+    except Exception:  # noqa: BLE001 - no usable CAM layer at all
+        return False
+    anatomy = model.anatomy
+    inside_attention = any(layer == a or layer.startswith(a + ".") for a in anatomy.attentions)
+    return not inside_attention and any(layer == b or layer.startswith(b + ".") for b in anatomy.blocks)
+
+
+def vit_rows(device: torch.device, repeats: int) -> None:
+    """Attention methods and Grad-CAM on ViT-S/16 (batches 1 and 16); ViT-B/16 map memory."""
+    model = timm_vit("vit_small_patch16_224", device)
+    net = model.module
+    gc = import_optional("pytorch_grad_cam")
+    outs = import_optional("pytorch_grad_cam.utils.model_targets")
+
+    def reshape_transform(tensor, height=14, width=14):
+        return tensor[:, net.num_prefix_tokens:].reshape(tensor.size(0), height, width, -1).permute(0, 3, 1, 2)
+
+    ours = {"raw_attention": "≤ 1.2", "rollout": "≤ 1.2", "chefer": "≤ 2.5", "gradcam": "–"}
+    for batch in (1, 16):
+        x = example_batch(model, batch).to(device)
+        with torch.inference_mode():
+            classes = model(x).argmax(1).cpu()
+        target = ClassTarget(classes, torch.arange(batch))
+
+        def forward():
+            with torch.inference_mode():
+                model(x)
+
+        t_forward = timed(forward, 2 * repeats, device)
+        print(f"\n# vit_small_patch16_224 (random weights) on {device.type} ({torch.get_num_threads()} threads), "
+              f"batch {batch}; one forward = {t_forward * 1000:.1f} ms (median)\n")
+        print("| method | goal × forward | ours s/batch | ours × forward |")
+        print("|---|---|---|---|")
+        for name, goal in ours.items():
+            if name == "gradcam" and not grad_cam_reads_tokens(model):
+                print(f"| gradcam (token CAM) | {goal} | skipped: no token CAM layer in this branch | – |", flush=True)
+                continue
+            explainer = sl.get_explainer(name)
+            t_ours = timed(lambda: explainer.attribute(model, x, target), repeats, device)
+            print(f"| {name} | {goal} | {t_ours:.3f} | {t_ours / t_forward:.2f} |", flush=True)
+        cam = gc.GradCAM(model=net, target_layers=[net.blocks[-1].norm1], reshape_transform=reshape_transform)
+        tgts = [outs.ClassifierOutputTarget(c) for c in classes.tolist()]
+        t_peer = timed(lambda: cam(input_tensor=x, targets=tgts), repeats, device)
+        print(f"| pytorch-grad-cam GradCAM (blocks[-1].norm1, reshape_transform) | peer | {t_peer:.3f} | "
+              f"{t_peer / t_forward:.2f} |", flush=True)
+
+    base = timm_vit("vit_base_patch16_224", device)
+    x = torch.randn(16, 3, 224, 224, device=device)
+    with torch.inference_mode(), capture_attention(base) as record:
+        base(x)
+    total = sum(a.numel() * a.element_size() for a in record.maps)
+    shape = tuple(record.maps[0].shape)
+    print(f"\nViT-B/16, batch 16: capturing all attention maps keeps {len(record.maps)} maps of {shape} "
+          f"{record.maps[0].dtype}, {total / 2**20:.0f} MiB (sum of the captured tensors' bytes)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet_lite0")
@@ -113,9 +197,13 @@ def main() -> None:
     parser.add_argument("--rise-masks", type=int, default=4000)
     parser.add_argument("--methods", default="", help="comma-separated subset of our methods")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--only", choices=["vit"], help="run only this group of rows")
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    if args.only == "vit":
+        vit_rows(device, args.repeats)
+        return
     model = sl.load_model(args.model, device=args.device)
     x = example_batch(model, args.batch).to(device)
     with torch.inference_mode():
