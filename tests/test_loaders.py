@@ -160,10 +160,8 @@ def test_hf_vit_offline(tmp_path, transformers):
     assert model.class_names == ["cat", "dog", "bird"]
     assert model.preprocess.size == (32, 32)
     assert model.preprocess.mean == (0.5, 0.5, 0.5)  # ViT processor's mean, not ImageNet's
-    assert model.module.config._attn_implementation == "eager"
-    with torch.inference_mode():
-        attentions = model.module(x, output_attentions=True).attentions
-    assert len(attentions) == 2 and attentions[0].shape == (2, 2, 17, 17)
+    assert model.module.config._attn_implementation == "sdpa"  # attention is captured from SDPA
+    assert model.anatomy.prefix_tokens == 1 and model.anatomy.grid((32, 32)) == (4, 4)
 
 
 def test_hf_resnet_offline_cam_layer(tmp_path, transformers):

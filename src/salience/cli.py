@@ -129,12 +129,13 @@ def _fail(message: str, code: int) -> typer.Exit:
 @app.command()
 def explain(
     paths: list[Path] = typer.Argument(..., help="Image files and/or folders of images.", show_default=False),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundled name, timm:NAME or hf:NAME."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundled name, timm:NAME, hf:NAME or open_clip:ARCH/PRETRAINED."),
     method: Optional[str] = typer.Option(
         None, "--method", help="A method, or several comma separated (adds a grid). Default: gradcam; "
         "for detectors, none: the detections are drawn."
     ),
-    target: str = typer.Option("top1", "--target", "-t", help="top1, topk:K, a class index or a class name; detectors: all kept detections, or a detection index."),
+    target: str = typer.Option("top1", "--target", "-t", help="top1, topk:K, a class index or a class name; "
+                               "for CLIP a prompt, or 'p1|p2|...' (best of them); detectors: all kept detections, or a detection index."),
     out_dir: Path = typer.Option(Path("out"), "--out", "-o", help="Output folder."),
     batch_size: int = typer.Option(8, "--batch-size", "-b", min=1, help="Images per model call."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -272,7 +273,8 @@ def models():
     for name in sorted(BUILTIN):
         table.add_row(name, "bundled ImageNet weights, no network" + (" (default)" if name == DEFAULT_MODEL else ""))
     hub = {"timm": "any timm image classifier (weights from the timm cache or hub)",
-           "hf": "a Hugging Face image classifier: hub id or local save_pretrained folder"}
+           "hf": "a Hugging Face image classifier or CLIPModel: hub id or local save_pretrained folder",
+           "open_clip": "an open_clip CLIP model, ARCH/PRETRAINED (tag or local checkpoint), zero-shot over prompts"}
     for prefix in PREFIXES:
         table.add_row(f"{prefix}:NAME", hub.get(prefix, ""))
     out.print(table)

@@ -90,7 +90,9 @@ class Explainer:
     def __call__(self, model: Model, x: torch.Tensor, target: Any = "top1") -> Explanation:
         x = x.to(model.device)
         start = time.perf_counter()
-        if self.reads_clean_output and model.task == "classification" and one_row_per_image(target, x.shape[0]):
+        target = model.target_spec(target)
+        if (self.reads_clean_output and model.task in ("classification", "zero_shot")
+                and one_row_per_image(target, x.shape[0])):
             recorder = CleanPassTarget(target, model.class_names, x.shape[0])
             maps = self.attribute(model, x, recorder)
             target, output = recorder.resolved()

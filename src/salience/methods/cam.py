@@ -7,6 +7,11 @@ normalisation (`Explanation.normalized` does that). A method only says how to we
 the activations (the pytorch-grad-cam idea): gradient methods override
 `GradientCam.weights`; Score-CAM gets its weights from masked forward passes.
 
+Transformers: token features (B, prefix + h·w, C) and Swin's (B, h, w, C) are turned into
+(B, C, h, w) maps by the model's `TokenAnatomy` (prefix tokens dropped, grid from the input
+size), for activations and gradients alike, so no ``reshape_transform`` is needed; the
+default layer of a ViT is its last block's first norm.
+
 Fast gradient path: the layer's output is detached and made a leaf that requires grad,
 and the model's parameters are frozen, so autograd records and backpropagates only the
 part of the network after the layer, with no parameter gradients, in one
@@ -74,6 +79,16 @@ def _captured(capture, layer: nn.Module) -> torch.Tensor:
     return capture.output
 
 
+def layer_maps(model: Model, features: torch.Tensor, input_size: torch.Size) -> torch.Tensor:
+    """A layer's output as (N, C, h, w): transformer token features through the model's anatomy."""
+    if model.anatomy is not None:
+        features = model.anatomy.maps(features, tuple(input_size))
+    if features.dim() != 4:
+        raise LayerNotFoundError(
+            f"the CAM layer gives {features.dim()}-D output {tuple(features.shape)}, not a (N, C, h, w) map")
+    return features
+
+
 class GradientCam(CamExplainer):
     """Base class of gradient CAMs: subclasses override `weights` only."""
 
@@ -86,7 +101,9 @@ class GradientCam(CamExplainer):
             if not scores.requires_grad:
                 raise LayerNotFoundError("the target score does not depend on the chosen layer's output")
             (gradients,) = torch.autograd.grad(scores.sum(), activations)
-        return activations.detach(), self.weights(activations.detach(), gradients, scores.detach())
+        activations = layer_maps(model, activations.detach(), x.shape[-2:])
+        gradients = layer_maps(model, gradients, x.shape[-2:])
+        return activations, self.weights(activations, gradients, scores.detach())
 
     def weights(self, activations: torch.Tensor, gradients: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Weights broadcastable to ``activations`` (N, C, h, w), from ∂score/∂A and the scores (N,)."""
@@ -219,7 +236,7 @@ class ScoreCam(CamExplainer):
     def activations_and_weights(self, model, layer, x, target, rows):
         with capture_layer(layer) as cap:
             model(x)
-        activations = _captured(cap, layer).float()
+        activations = layer_maps(model, _captured(cap, layer), x.shape[-2:]).float()
         n, channels = activations.shape[:2]
         varying = (activations.amax((2, 3)) > activations.amin((2, 3))).nonzero()  # (pairs, 2): row, channel
         zero_scores = self._scores(model, torch.zeros_like(x[:1]).expand_as(x), target, rows)
@@ -243,7 +260,8 @@ class ScoreCam(CamExplainer):
 
     def _scores(self, forward: Callable, x: torch.Tensor, target: Target, rows: torch.Tensor) -> torch.Tensor:
         output = forward(x)
-        if self.weighting == "probability" and isinstance(target, ClassTarget) and isinstance(output, torch.Tensor):
+        if (self.weighting == "probability" and isinstance(target, ClassTarget) and isinstance(output, torch.Tensor)
+                and output.shape[1] > 1):  # one output (a single CLIP prompt): its score
             classes = target.classes.to(output.device)[rows]
             return output.float().softmax(1).gather(1, classes[:, None])[:, 0]
         return target.score(output, rows).float()

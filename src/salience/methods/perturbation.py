@@ -44,11 +44,12 @@ def target_scores(model: Model, images: torch.Tensor, target: Target, rows: torc
                   forward: Callable | None = None) -> torch.Tensor:
     """Float scores of ``images`` for target rows ``rows`` (through ``forward``, default the model).
 
-    ``score="probability"`` reads class targets from the softmax of the logits; other
-    targets (callables) always give their own score.
+    ``score="probability"`` reads class targets from the softmax of the logits (when there
+    is more than one, e.g. several CLIP prompts); other targets (callables) always give
+    their own score.
     """
     output = (forward or model)(images)
-    if score == "probability" and isinstance(target, ClassTarget):
+    if score == "probability" and isinstance(target, ClassTarget) and output.shape[1] > 1:
         output = output.float().softmax(1)
     return target.score(output, rows).float()
 

@@ -1,4 +1,5 @@
-"""Loading models: bundled names, ``timm:NAME``, ``hf:NAME`` and `wrap` for any module."""
+"""Loading models: bundled names, ``timm:NAME``, ``hf:NAME``, ``open_clip:ARCH/PRETRAINED``
+and `wrap` for any module."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ BUILTIN: dict[str, str] = {
 PREFIXES: dict[str, str] = {
     "timm": "salience.models.timm_loader:load_timm",
     "hf": "salience.models.hf_loader:load_hf",
+    "open_clip": "salience.models.clip:load_open_clip",
 }
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -40,7 +42,8 @@ def available_models() -> list[str]:
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str | None = None, **kwargs) -> Model:
-    """A `Model` by name: a bundled one (``efficientnet_lite0``) or ``timm:NAME`` / ``hf:NAME``.
+    """A `Model` by name: a bundled one (``efficientnet_lite0``), ``timm:NAME``, ``hf:NAME``
+    or ``open_clip:ARCH/PRETRAINED`` (a zero-shot `ClipModel`; so is ``hf:`` of a CLIPModel).
 
     Hub names load through the hub library's own code (weights cached or local paths);
     a local directory saved with ``save_pretrained`` works with ``hf:PATH``.

@@ -33,6 +33,9 @@ class TokenAnatomy:
     hierarchical : bool
         True when the grid changes between blocks (Swin): single-grid attention methods
         (rollout, Chefer) do not apply, CAMs do.
+    cam_layer : str, optional
+        The layer CAM methods use by default (the last block's first norm for ViTs);
+        `Model.cam_layer_name` prefers it to searching for a spatial output.
     """
 
     patch_size: tuple[int, int]
@@ -41,6 +44,7 @@ class TokenAnatomy:
     attentions: list[str] = field(default_factory=list)
     layout: str = "tokens"
     hierarchical: bool = False
+    cam_layer: str | None = None
 
     def grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """The (h, w) patch grid for an input of this (H, W)."""
@@ -62,6 +66,16 @@ class TokenAnatomy:
         if side * side != n:
             raise ValueError(f"{n} patch tokens do not form a square grid; use tokens_to_grid with the grid")
         return self.tokens_to_grid(features, (side, side))
+
+    def maps(self, features: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+        """Any layer's features -> (B, C, h, w), the token grid taken from the input's (H, W).
+
+        (B, prefix + h·w, C) tokens use `grid`; NHWC and (B, C, h, w) maps go through
+        `to_spatial`.
+        """
+        if features.dim() == 3:
+            return self.tokens_to_grid(features, self.grid(input_size))
+        return self.to_spatial(features)
 
     def tokens_to_grid(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """(B, prefix + h·w, C) -> (B, C, h, w) for a known grid."""

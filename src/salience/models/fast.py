@@ -65,7 +65,7 @@ def inference_forward(model: Model, example: torch.Tensor, trace: bool = True,
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     example = example.contiguous(memory_format=fmt)
     traced = None
-    if trace and model.task != "detection":  # a detector's output is decoded per input size: run eagerly
+    if trace and model.task != "detection" and not model.forward_kwargs:  # detectors decode per input size; a trace takes no keywords
         cache = model.__dict__.setdefault(_CACHE_ATTR, {})
         key = (tuple(example.shape), example.dtype, str(example.device), channels_last)
         weights = _weights_key(model)

@@ -36,13 +36,17 @@ class Model:
         One name per output class.
     cam_layer : str, optional
         Dotted name of the layer CAM methods use; found automatically when omitted
-        (the last module that outputs a spatial (B, C, h, w) map with h·w > 1).
+        (the anatomy's CAM layer for transformers, else the last module that outputs a
+        spatial (B, C, h, w) map with h·w > 1).
     output_key : str, optional
         Which entry of a dict-like output holds the logits.
     name : str
         A display name.
     anatomy : TokenAnatomy, optional
         The token layout of a transformer (None for CNNs); adapters fill it in.
+    forward_kwargs : dict, optional
+        Keyword arguments of every call of the module (e.g. Hugging Face's
+        ``interpolate_pos_encoding=True`` for inputs of another size).
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class Model:
         output_key: str | None = None,
         name: str = "model",
         anatomy: TokenAnatomy | None = None,
+        forward_kwargs: dict[str, Any] | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got '{task}'")
@@ -65,6 +70,7 @@ class Model:
         self.output_key = output_key
         self.name = name
         self.anatomy = anatomy
+        self.forward_kwargs = dict(forward_kwargs or {})
         self._cam_layer_name = cam_layer
         if cam_layer is not None:
             self.layer(cam_layer)  # fail early on a wrong name
@@ -72,7 +78,12 @@ class Model:
     # -- running -----------------------------------------------------------------------
     def __call__(self, x: torch.Tensor) -> Any:
         """The normalised output for a preprocessed batch: logits for classifiers."""
-        return self.postprocess(self.module(x))
+        return self.postprocess(self.module(x, **self.forward_kwargs))
+
+    def target_spec(self, spec: Any) -> Any:
+        """A user's target spec as this model reads it (unchanged here; `ClipModel` turns
+        prompt texts into prompts)."""
+        return spec
 
     def postprocess(self, raw_output: Any) -> Any:
         """Turn the module's raw output into what targets read (logits for classifiers)."""
@@ -111,6 +122,8 @@ class Model:
 
     @property
     def cam_layer_name(self) -> str:
+        if self._cam_layer_name is None and self.anatomy is not None and self.anatomy.cam_layer:
+            self._cam_layer_name = self.anatomy.cam_layer
         if self._cam_layer_name is None:
             self._cam_layer_name = find_last_spatial_layer(self.module, self.preprocess.size, self.device)
         return self._cam_layer_name

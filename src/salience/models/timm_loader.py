@@ -13,6 +13,7 @@ from ..errors import SalienceError, UnknownNameError
 from ..preprocessing import Preprocess
 from .imagenet import imagenet_class_names
 from .model import Model
+from .token_anatomy_discovery import timm_anatomy
 
 RESAMPLE = {
     "nearest": Image.NEAREST,
@@ -50,9 +51,13 @@ def load_timm(
         The `Preprocess` resize mode; input size, mean, std, interpolation and crop
         fraction come from timm's data config for the model.
     cam_layer : str, optional
-        Override the automatically found CAM layer.
+        Override the automatically found CAM layer (for ViTs: the last block's ``norm1``).
     **kwargs
-        Passed to ``timm.create_model`` (``num_classes=...``, ``img_size=...``).
+        Passed to ``timm.create_model`` (``num_classes=...``, ``img_size=...``,
+        ``dynamic_img_size=True`` for ViTs that take any input size).
+
+    Vision transformers (ViT, DeiT, registers, Swin) get their `TokenAnatomy` (patch size,
+    prefix tokens, blocks, attention modules) from the module.
     """
     timm = import_optional("timm")
     module = _create(timm, name, pretrained and not checkpoint_path, checkpoint_path, pretrained_cfg_overlay, kwargs)
@@ -66,7 +71,8 @@ def load_timm(
         crop_pct=config.get("crop_pct", 0.875),
         resample=RESAMPLE.get(config.get("interpolation", "bicubic"), Image.BICUBIC),
     )
-    return Model(module, preprocess, class_names=_class_names(timm, module), cam_layer=cam_layer, name=f"timm:{name}")
+    return Model(module, preprocess, class_names=_class_names(timm, module), cam_layer=cam_layer, name=f"timm:{name}",
+                 anatomy=timm_anatomy(module))
 
 
 def _create(timm, name, pretrained, checkpoint_path, overlay, kwargs) -> nn.Module:
