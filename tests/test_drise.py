@@ -73,5 +73,5 @@ def test_drise_runs_one_forward_per_mask_batch_per_image():
 
 
 def test_drise_on_a_classifier_is_a_clear_error():
-    with pytest.raises(SalienceError, match="explains detections"):
+    with pytest.raises(SalienceError, match="does not explain classification models.*methods that do: .*gradcam"):
         sl.explain(tiny_model(), torch.rand(1, 3, 32, 32), "drise", n_masks=2)

@@ -68,7 +68,7 @@ def test_odam_box_outputs_and_their_max():
 def test_odam_errors():
     with pytest.raises(SalienceError, match="outputs must be one of"):
         sl.explain(region_detector(), white(), "odam", outputs="score")
-    with pytest.raises(SalienceError, match="explains detections"):
+    with pytest.raises(SalienceError, match="does not explain classification models"):
         sl.explain(tiny_model(), torch.rand(1, 3, 32, 32), "odam")
 
 

@@ -45,6 +45,7 @@ class AttentionExplainer(Explainer):
     """
 
     family: ClassVar[str] = "attention"
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "zero_shot")
     reads_clean_output = True
 
     def __init__(self, batch_size: int | None = None):

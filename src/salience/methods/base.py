@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import UnknownNameError
+from ..errors import SalienceError, UnknownNameError
 from ..explanation import Explanation
 from ..models.model import Model
 from ..detection_targets import DetectionTarget, resolve_detection_target
@@ -40,9 +40,18 @@ def get_explainer(name: str, **params: Any) -> "Explainer":
     return REGISTRY[key](**params)
 
 
-def available_methods() -> dict[str, str]:
-    """Registered method names with the first line of their docstring."""
-    return {n: (inspect.getdoc(c) or "").splitlines()[0] for n, c in sorted(REGISTRY.items())}
+def available_methods(task: str | None = None) -> dict[str, str]:
+    """Registered method names with the first line of their docstring (those for ``task`` if given)."""
+    return {n: (inspect.getdoc(c) or "").splitlines()[0] for n, c in sorted(REGISTRY.items())
+            if task is None or task in c.tasks}
+
+
+def check_task(explainer: "Explainer", model: Model) -> None:
+    """A clear error when a method does not apply to the model's task, naming those that do."""
+    if model.task not in explainer.tasks:
+        fitting = ", ".join(available_methods(model.task))
+        raise SalienceError(f"'{explainer.name}' does not explain {model.task} models ({model.name}); "
+                            f"methods that do: {fitting}")
 
 
 class Explainer:
@@ -66,6 +75,8 @@ class Explainer:
     #: CAM methods): the explanation's clean scores and a ``"top1"`` or class-name target are
     #: then read from that pass, and `__call__` spends no forward pass of its own.
     reads_clean_output: ClassVar[bool] = False
+    #: The model tasks the method explains.
+    tasks: ClassVar[tuple[str, ...]] = ("classification", "zero_shot", "detection")
 
     def __init__(self, batch_size: int | None = 32):
         if batch_size is not None and batch_size < 1:
@@ -88,6 +99,7 @@ class Explainer:
         raise NotImplementedError
 
     def __call__(self, model: Model, x: torch.Tensor, target: Any = "top1") -> Explanation:
+        check_task(self, model)
         x = x.to(model.device)
         start = time.perf_counter()
         target = model.target_spec(target)

@@ -127,6 +127,7 @@ class DRISE(Explainer):
     name: ClassVar[str] = "drise"
     aliases: ClassVar[tuple[str, ...]] = ("d_rise",)
     family: ClassVar[str] = "perturbation"
+    tasks: ClassVar[tuple[str, ...]] = ("detection",)
 
     def __init__(self, n_masks: int = 5000, grid_size: int = 16, p1: float = 0.5, seed: int = 0,
                  batch_size: int | None = None):
@@ -157,8 +158,6 @@ class DRISE(Explainer):
 
 
 def check_detection_target(model, target, method: str) -> None:
-    """A clear error unless ``model`` is a detector and ``target`` one of its detection targets."""
-    if model.task != "detection":
-        raise SalienceError(f"'{method}' explains detections; {model.name} is a {model.task} model")
+    """A clear error unless ``target`` is a detection target (the task is checked by `check_task`)."""
     if not isinstance(target, DetectionTarget):
         raise SalienceError(f"'{method}' needs detection targets, got {type(target).__name__}")

@@ -37,7 +37,7 @@ from ..detection_targets import DetectionTarget
 from ..errors import SalienceError
 from ..explanation import Explanation
 from ..models.detection import DeformableAttention, DetectorModel, GridAttention
-from .base import Explainer, register, resolve_for
+from .base import Explainer, check_task, register, resolve_for
 
 FUSIONS = ("hybrid", "mean", "product", "last")
 HEAD_REDUCTIONS = ("mean", "max")
@@ -143,6 +143,7 @@ class EIVE(Explainer):
 
     name: ClassVar[str] = "eive"
     family: ClassVar[str] = "attention"
+    tasks: ClassVar[tuple[str, ...]] = ("detection",)
 
     def __init__(self, fusion: str = "hybrid", mix: float = 0.5, layer_weights: Sequence[float] | None = None,
                  head_reduction: str = "mean"):
@@ -156,6 +157,7 @@ class EIVE(Explainer):
         self.fusion, self.mix, self.layer_weights, self.head_reduction = fusion, mix, layer_weights, head_reduction
 
     def __call__(self, model: DetectorModel, x: torch.Tensor, target="all") -> Explanation:
+        check_task(self, model)
         check_detector(model, self.name)
         x = x.to(model.device)
         start = time.perf_counter()
@@ -177,9 +179,7 @@ class EIVE(Explainer):
 
 
 def check_detector(model, method: str) -> None:
-    """A clear error when a detector method meets a classifier, or EIVE a detector without cross-attention."""
-    if model.task != "detection":
-        raise SalienceError(f"'{method}' explains detections; {model.name} is a {model.task} model")
+    """A clear error when EIVE meets a detector without cross-attention."""
     if method == "eive" and not model.has_cross_attention:
         raise SalienceError(f"{model.name} does not expose decoder cross-attention, which '{method}' reads; "
                             "use a gradient or black-box method for it (e.g. gradcam, drise)")

@@ -49,6 +49,7 @@ class ODAM(CamExplainer):
     """
 
     name: ClassVar[str] = "odam"
+    tasks: ClassVar[tuple[str, ...]] = ("detection",)
 
     def __init__(self, layer: str | None = None, outputs: str = "class", batch_size: int | None = 32):
         super().__init__(layer=layer, batch_size=batch_size)
