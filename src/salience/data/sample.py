@@ -29,6 +29,9 @@ class Sample:
     instance_labels : list of str
         One name per instance.
     image_id : str
+    instance_classes : ndarray (K,) int or None
+        One class id per instance, an index into the dataset's ``class_names``, for datasets
+        with a fixed class list.
     """
 
     image: Image.Image
@@ -38,6 +41,7 @@ class Sample:
     boxes: np.ndarray | None
     instance_labels: list[str] = field(default_factory=list)
     image_id: str = ""
+    instance_classes: np.ndarray | None = None
 
     @property
     def mask(self) -> np.ndarray | None:

@@ -16,6 +16,8 @@ BUILTIN: dict[str, str] = {
     "efficientnet_lite0": "salience.models.efficientnet_lite:load_lite0",
     "efficientnet_lite1": "salience.models.efficientnet_lite:load_lite1",
     "efficientnet_lite2": "salience.models.efficientnet_lite:load_lite2",
+    "scene-detr": "salience.models.scene_detectors:load_scene_detr",
+    "scene-deformable-detr": "salience.models.scene_detectors:load_scene_deformable_detr",
 }
 
 # Hub prefixes: "prefix:NAME" -> "module:function(NAME, **kwargs)".

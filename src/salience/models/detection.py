@@ -31,12 +31,18 @@ class Detections:
         no-object column is not included; softmax DETRs keep its mass out of the K).
     logits : (B, Q, K') tensor, the raw class logits (K' = K + 1 with a no-object class).
     objectness : (B, Q) tensor or None, where the detector predicts one.
+    multi_label : bool
+        How `select` ranks: False, one detection per query (its best class, as DETR's
+        softmax post-processing); True, every (query, class) pair is a candidate, so a query
+        may be kept with several classes (the sigmoid post-processing of Conditional,
+        Deformable and RT-DETR).
     """
 
     boxes: torch.Tensor
     probs: torch.Tensor
     logits: torch.Tensor
     objectness: torch.Tensor | None = None
+    multi_label: bool = False
 
     @property
     def scores(self) -> torch.Tensor:
@@ -57,14 +63,26 @@ class Detections:
         return self.boxes.shape[0]
 
     def select(self, threshold: float = 0.5, top_k: int = 100) -> list["Selection"]:
-        """Per image, the queries whose score ≥ ``threshold``, best first, at most ``top_k``."""
+        """Per image, the detections whose score ≥ ``threshold``, best first, at most ``top_k``.
+
+        A detection is a query with its best class, or any (query, class) pair when
+        ``multi_label``.
+        """
         out = []
-        scores, labels = self.scores.detach(), self.labels.detach()
+        if self.multi_label:
+            num_classes = self.probs.shape[-1]
+            flat = self.probs.detach().flatten(1)
+            queries = torch.arange(flat.shape[1], device=flat.device) // num_classes
+            labels = torch.arange(flat.shape[1], device=flat.device) % num_classes
+        else:
+            flat, labels = self.scores.detach(), self.labels.detach()
         for b in range(len(self)):
-            keep = (scores[b] >= threshold).nonzero()[:, 0]
-            keep = keep[scores[b, keep].argsort(descending=True)][:top_k]
-            out.append(Selection(query=keep.cpu(), label=labels[b, keep].cpu(), score=scores[b, keep].cpu(),
-                                 box=self.boxes[b, keep].detach().cpu()))
+            keep = (flat[b] >= threshold).nonzero()[:, 0]
+            keep = keep[flat[b, keep].argsort(descending=True)][:top_k]
+            query = queries[keep] if self.multi_label else keep
+            label = labels[keep] if self.multi_label else labels[b, keep]
+            out.append(Selection(query=query.cpu(), label=label.cpu(), score=flat[b, keep].cpu(),
+                                 box=self.boxes[b, query].detach().cpu()))
         return out
 
 

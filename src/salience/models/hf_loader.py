@@ -29,14 +29,29 @@ def load_hf(
     read. Input size, mean, std, interpolation and crop fraction come from the saved image
     processor config; without one, the size comes from the model config and the mean/std are
     ImageNet's. Class names come from ``config.id2label``. Extra keyword arguments go to
-    ``from_pretrained`` (``revision=...``, ``local_files_only=True``).
+    ``from_pretrained`` (``revision=...``, ``local_files_only=True``). Object detectors (the
+    DETR family) are loaded by `hf_detectors.load_hf_detector` instead.
     """
     transformers = import_optional("transformers")
+    if _is_detector(transformers, name_or_path, kwargs):
+        from .hf_detectors import load_hf_detector
+
+        return load_hf_detector(name_or_path, resize=resize, **kwargs)
     module = _from_pretrained(transformers.AutoModelForImageClassification, name_or_path, kwargs)
     preprocess = _preprocess(name_or_path, module.config, resize)
     id2label = getattr(module.config, "id2label", None) or {}
     class_names = [str(id2label[i]) for i in sorted(id2label, key=int)] if id2label else None
     return Model(module, preprocess, class_names=class_names, cam_layer=cam_layer, name=f"hf:{name_or_path}")
+
+
+def _is_detector(transformers, name_or_path: str, kwargs: dict[str, Any]) -> bool:
+    """Whether the config names an object detector (then `hf_detectors` loads it)."""
+    try:
+        hub = {k: kwargs[k] for k in ("revision", "local_files_only", "cache_dir", "token") if k in kwargs}
+        config = transformers.AutoConfig.from_pretrained(name_or_path, **hub)
+    except (OSError, ValueError, TypeError):  # the classifier path reports the problem
+        return False
+    return any(a.endswith("ForObjectDetection") for a in getattr(config, "architectures", None) or [])
 
 
 def _from_pretrained(auto_class, name_or_path: str, kwargs: dict[str, Any]):

