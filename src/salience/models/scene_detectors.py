@@ -19,7 +19,7 @@ from ..preprocessing import Preprocess
 from .detection import DetectorModel, Detections
 from .detr_parts import capture_cross_attention
 from .scene_deformable_detr import SceneDeformableDETR
-from .scene_detr import SceneDETR
+from .scene_detr import SceneDETR, capture_attention
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"scene-detr": SceneDETR, "scene-deformable-detr": SceneDeformableDETR}
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -72,6 +72,7 @@ def cxcywh_to_pixels(boxes: torch.Tensor, input_size: tuple[int, int]) -> torch.
 
 
 DECODERS = {"scene-detr": decode_softmax, "scene-deformable-detr": decode_sigmoid}
+ATTENTION = {"scene-detr": capture_attention}  # the deformable one has no dense attention maps
 
 
 def as_detector_model(
@@ -82,7 +83,7 @@ def as_detector_model(
     arch, size = module.config["architecture"], module.config["input_size"]
     pre = Preprocess(size=(size, size), mean=LITE_MEAN, std=LITE_STD, mode=resize)
     return DetectorModel(module, pre, class_names, decode=DECODERS[arch], cross_attention=capture_cross_attention,
-                         score_threshold=score_threshold, top_k=top_k, name=name or arch)
+                         attention=ATTENTION.get(arch), score_threshold=score_threshold, top_k=top_k, name=name or arch)
 
 
 def load_scene_detector(
