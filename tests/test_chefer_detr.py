@@ -172,7 +172,7 @@ def reference_relevance(module, x, query: int, cls: int) -> torch.Tensor:
         maps = [*out.encoder_attentions, *out.decoder_attentions, *out.cross_attentions]
         grads = torch.autograd.grad(out.logits[0, query, cls], maps)
     layers = len(out.encoder_attentions)
-    cams = [(g[0] * a[0]).clamp(min=0).mean(0) for a, g in zip(maps, grads)]
+    cams = [(g[0] * a[0].detach()).clamp(min=0).mean(0) for a, g in zip(maps, grads)]
     enc, dec_self, dec_cross = cams[:layers], cams[layers:layers + len(out.decoder_attentions)], cams[-len(out.cross_attentions):]
 
     def handle_residual(r):
@@ -219,3 +219,17 @@ def test_hf_detr_recording_keeps_outputs(hf_detr):
     for ours, theirs in zip(record.encoder + record.decoder_self + record.cross,
                             [*returned.encoder_attentions, *returned.decoder_attentions, *returned.cross_attentions]):
         assert torch.equal(ours, theirs)
+
+
+def test_cost_is_one_forward_per_image_batch_and_one_backward_per_detection_rank(scene, monkeypatch):
+    forwards, backwards = [], []
+    handle = scene.module.register_forward_hook(lambda *_: forwards.append(1))
+    grad = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: backwards.append(1) or grad(*a, **k))
+    try:
+        explanation = sl.get_explainer("chefer_detr")(scene, torch.randn(3, 3, SIZE, SIZE), "all")
+    finally:
+        handle.remove()
+    assert len(explanation.maps) == 6  # 2 detections in each of 3 images
+    assert len(forwards) == 2  # the inference pass that picks the detections, and one pass with the attention graph
+    assert len(backwards) == 2  # the k-th detections of all images share a backward pass
