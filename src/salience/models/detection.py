@@ -6,7 +6,9 @@ applies the post-processing (score threshold, top-k) that decides which queries 
 and explained. Query-based detectors also expose their decoder cross-attention per layer
 through `DetectorModel.capture_cross_attention`: single-scale DETRs as `GridAttention`
 (weights over the encoder's token grid), deformable ones as `DeformableAttention`
-(sampling locations and weights per feature level).
+(sampling locations and weights per feature level). Single-scale DETRs also record every
+attention map of their transformer (`DetectorModel.capture_attention`), which relevance
+methods differentiate.
 """
 
 from __future__ import annotations
@@ -131,6 +133,29 @@ class CrossAttentionRecord:
     layers: list[GridAttention | DeformableAttention] = field(default_factory=list)
 
 
+@dataclass
+class TransformerAttention:
+    """Every attention map of a single-scale DETR's forward passes, in call order.
+
+    Filled inside `DetectorModel.capture_attention`. Each entry is the probability tensor
+    the model multiplies with its values, so with ``grad=True`` ``torch.autograd.grad(score,
+    maps)`` gives the score's gradient with respect to each map.
+
+    Attributes
+    ----------
+    encoder : list of (B, heads, N, N) tensors, the encoder's self-attention over its N = h·w tokens.
+    decoder_self : list of (B, heads, Q, Q) tensors, the decoder's self-attention among queries.
+    cross : list of (B, heads, Q, N) tensors (or their (B, heads, Q, h, w) views), the decoder's
+        cross-attention over the encoder tokens.
+    grid : (h, w) of the encoder's token grid, row by row.
+    """
+
+    encoder: list[torch.Tensor] = field(default_factory=list)
+    decoder_self: list[torch.Tensor] = field(default_factory=list)
+    cross: list[torch.Tensor] = field(default_factory=list)
+    grid: tuple[int, int] | None = None
+
+
 class DetectorModel(Model):
     """A detector: the module's raw output decoded into `Detections`.
 
@@ -144,6 +169,11 @@ class DetectorModel(Model):
         ``cross_attention(module) -> context manager`` yielding a `CrossAttentionRecord`
         that the module's next forward passes fill, one entry per decoder layer. Must leave
         the module's outputs unchanged and remove everything it attached on exit.
+    attention : callable, optional
+        ``attention(module, grad) -> context manager`` yielding a `TransformerAttention` that
+        the module's next forward passes fill (single-scale DETRs). With ``grad=True`` every
+        map must be part of the autograd graph even when the parameters are frozen; outputs
+        stay equal up to float rounding; everything attached is removed on exit.
     score_threshold, top_k : post-processing defaults for `detections`.
     """
 
@@ -154,6 +184,7 @@ class DetectorModel(Model):
         class_names: Sequence[str],
         decode: Callable[[Any, tuple[int, int]], Detections],
         cross_attention: Callable[[torch.nn.Module], ContextManager[CrossAttentionRecord]] | None = None,
+        attention: Callable[[torch.nn.Module, bool], ContextManager[TransformerAttention]] | None = None,
         score_threshold: float = 0.5,
         top_k: int = 100,
         cam_layer: str | None = None,
@@ -162,6 +193,7 @@ class DetectorModel(Model):
         super().__init__(module, preprocess, task="detection", class_names=class_names, cam_layer=cam_layer, name=name)
         self.decode = decode
         self._cross_attention = cross_attention
+        self._attention = attention
         self.score_threshold = score_threshold
         self.top_k = top_k
 
@@ -186,3 +218,16 @@ class DetectorModel(Model):
             raise SalienceError(f"{self.name} does not expose decoder cross-attention")
         return self._cross_attention(self.module)
 
+
+    @property
+    def has_attention(self) -> bool:
+        return self._attention is not None
+
+    def capture_attention(self, grad: bool = False) -> ContextManager[TransformerAttention]:
+        """Record every encoder, decoder self- and cross-attention map of the forward passes
+        run inside the block; with ``grad=True`` the maps can be differentiated."""
+        if self._attention is None:
+            from ..errors import SalienceError
+
+            raise SalienceError(f"{self.name} does not expose its transformer's attention maps")
+        return self._attention(self.module, grad)

@@ -1,19 +1,22 @@
 """Building blocks shared by the project's own DETR-style detectors.
 
 Sine position encodings (of a feature grid and of anchor boxes), a small MLP, the inverse
-sigmoid used for box refinement, a post-norm feed-forward block, and the switch that makes
-the decoder's cross-attention modules record what they attend to.
+sigmoid used for box refinement, a post-norm feed-forward block, the switch that makes
+the decoder's cross-attention modules record what they attend to, and `explicit_attention`,
+which runs ``nn.MultiheadAttention`` modules with explicit, recorded probabilities.
 """
 
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..errors import SalienceError
 from .detection import CrossAttentionRecord
 
 
@@ -111,3 +114,54 @@ def capture_cross_attention(module: nn.Module) -> Iterator[CrossAttentionRecord]
     finally:
         for m in recorders:
             m.record = None
+
+
+def _recording_forward(mha: nn.MultiheadAttention, maps: list, grad: bool):
+    """A forward for ``mha`` (batch first, no masks) that appends its (B, heads, L, S)
+    probabilities to ``maps``; with ``grad``, untracked probabilities become leaves that
+    require grad. Returns ``(output, None)`` like ``need_weights=False``."""
+
+    def forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+                average_attn_weights=True, is_causal=False):
+        if key_padding_mask is not None or attn_mask is not None or is_causal:
+            raise SalienceError("recording nn.MultiheadAttention supports no attention masks")
+        heads = mha.num_heads
+        w_q, w_k, w_v = mha.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = mha.in_proj_bias.chunk(3) if mha.in_proj_bias is not None else (None,) * 3
+
+        def split(x, w, b):
+            y = F.linear(x, w, b)
+            return y.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, heads, n, d/heads)
+
+        q, k, v = split(query, w_q, b_q), split(key, w_k, b_k), split(value, w_v, b_v)
+        probs = torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2), dim=-1)
+        if grad and torch.is_grad_enabled() and not probs.requires_grad:
+            probs.requires_grad_(True)
+        maps.append(probs)
+        out = F.dropout(probs, mha.dropout, training=mha.training) @ v
+        return mha.out_proj(out.transpose(1, 2).flatten(2)), None
+
+    return forward
+
+
+@contextmanager
+def explicit_attention(modules: Sequence[nn.MultiheadAttention], maps: list, grad: bool = False) -> Iterator[list]:
+    """Run batch-first ``nn.MultiheadAttention`` modules with explicit probabilities.
+
+    Inside the block each module's calls append their (B, heads, L, S) attention
+    probabilities to ``maps``, in call order: the very tensors multiplied with the values,
+    so they can be differentiated. Outputs equal the module's own up to float rounding
+    (its fused kernels are replaced by matrix products). The modules' own forwards are
+    restored on exit.
+    """
+    for mha in modules:
+        if not mha.batch_first or not mha._qkv_same_embed_dim or mha.bias_k is not None or mha.add_zero_attn:
+            raise SalienceError("explicit_attention supports batch-first nn.MultiheadAttention with one "
+                                "input projection, no bias_k/bias_v and no zero attention")
+    try:
+        for mha in modules:
+            mha.forward = _recording_forward(mha, maps, grad)
+        yield maps
+    finally:
+        for mha in modules:
+            mha.__dict__.pop("forward", None)

@@ -8,6 +8,8 @@ DETR, Deformable DETR and RT-DETR (focal loss) take a sigmoid per class and rank
 decoder layer's ``encoder_attn``: for DETR / Conditional DETR its probabilities
 (B, heads, Q, h·w) on the grid of ``input_projection``; for the deformable ones the
 sampling locations and weights passed to the inner ``MultiScaleDeformableAttention``.
+DETR and Conditional DETR also record every attention map (`transformer_attention`): the
+probabilities their eager attention returns are the tensors it multiplies with the values.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from torch import nn
 
 from ..compat import import_optional
 from ..errors import SalienceError
-from .detection import CrossAttentionRecord, DeformableAttention, DetectorModel, Detections, GridAttention
+from .detection import (CrossAttentionRecord, DeformableAttention, DetectorModel, Detections, GridAttention,
+                        TransformerAttention)
 from .hf_loader import _from_pretrained, _preprocess
 from .scene_detectors import cxcywh_to_pixels
 
@@ -63,9 +66,11 @@ def load_hf_detector(
     class_names = [str(id2label.get(i, i)) for i in range(config.num_labels)]
     if top_k is None:
         top_k = config.num_queries if config.model_type == "rt_detr" else 100
-    capture = grid_cross_attention if config.model_type in GRID_MODELS else deformable_cross_attention
+    grid = config.model_type in GRID_MODELS
+    capture = grid_cross_attention if grid else deformable_cross_attention
     return DetectorModel(module, preprocess, class_names, decode=decode_softmax if softmax else decode_sigmoid,
-                         cross_attention=capture, score_threshold=score_threshold, top_k=top_k,
+                         cross_attention=capture, attention=transformer_attention if grid else None,
+                         score_threshold=score_threshold, top_k=top_k,
                          name=f"hf:{name_or_path}")
 
 
@@ -129,6 +134,54 @@ def deformable_cross_attention(module: nn.Module) -> Iterator[CrossAttentionReco
     try:
         handles += [attn.attn.register_forward_hook(on_sampling, with_kwargs=True)
                     for attn in _decoder_cross_attentions(module)]
+        yield record
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def transformer_attention(module: nn.Module, grad: bool = False) -> Iterator[TransformerAttention]:
+    """DETR / Conditional DETR: every encoder, decoder self- and cross-attention map.
+
+    Forward hooks read the probabilities each attention module returns (eager attention
+    returns the tensor it multiplies with the values, so gradients reach it). With
+    ``grad=True`` a pre-hook makes an attention module's untracked ``hidden_states`` a leaf
+    that requires grad (the first encoder layer and the first decoder self-attention when
+    the parameters are frozen), so every map is part of the graph. Outputs are unchanged.
+    """
+    record = TransformerAttention()
+    model = module.model
+
+    def on_projection(_mod, _inputs, output):
+        record.grid = tuple(output.shape[-2:])
+
+    def track(_mod, args, kwargs):
+        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+        if not torch.is_grad_enabled() or hidden.requires_grad:
+            return None
+        hidden = hidden.detach().requires_grad_(True)
+        if "hidden_states" in kwargs:
+            return args, {**kwargs, "hidden_states": hidden}
+        return (hidden, *args[1:]), kwargs
+
+    def recorder(maps: list):
+        def on_attention(_mod, _inputs, output):
+            if not isinstance(output, tuple) or output[1] is None:
+                raise SalienceError("the model returned no attention weights; load it with attn_implementation='eager'")
+            maps.append(output[1])
+        return on_attention
+
+    groups = [([layer.self_attn for layer in model.encoder.layers], record.encoder),
+              ([layer.self_attn for layer in model.decoder.layers], record.decoder_self),
+              ([layer.encoder_attn for layer in model.decoder.layers], record.cross)]
+    handles = [model.input_projection.register_forward_hook(on_projection)]
+    try:
+        for modules, maps in groups:
+            for attn in modules:
+                if grad:
+                    handles.append(attn.register_forward_pre_hook(track, with_kwargs=True))
+                handles.append(attn.register_forward_hook(recorder(maps)))
         yield record
     finally:
         for h in handles:

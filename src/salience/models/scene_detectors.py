@@ -19,7 +19,7 @@ from ..preprocessing import Preprocess
 from .detection import DetectorModel, Detections
 from .detr_parts import capture_cross_attention
 from .scene_deformable_detr import SceneDeformableDETR
-from .scene_detr import SceneDETR
+from .scene_detr import SceneDETR, capture_attention
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"scene-detr": SceneDETR, "scene-deformable-detr": SceneDeformableDETR}
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -76,6 +76,7 @@ DECODERS = {"scene-detr": decode_softmax, "scene-deformable-detr": decode_sigmoi
 #: transformer (single scale), or of its finest level, stride 8 (deformable). Found automatically
 #: it would be the last 4-D output, which in SceneDETR is an attention-weight dropout.
 CAM_LAYERS = {"scene-detr": "input_proj", "scene-deformable-detr": "input_proj.0"}
+ATTENTION = {"scene-detr": capture_attention}  # the deformable one has no dense attention maps
 
 
 def as_detector_model(
@@ -86,7 +87,8 @@ def as_detector_model(
     arch, size = module.config["architecture"], module.config["input_size"]
     pre = Preprocess(size=(size, size), mean=LITE_MEAN, std=LITE_STD, mode=resize)
     return DetectorModel(module, pre, class_names, decode=DECODERS[arch], cross_attention=capture_cross_attention,
-                         score_threshold=score_threshold, top_k=top_k, cam_layer=CAM_LAYERS[arch], name=name or arch)
+                         score_threshold=score_threshold, top_k=top_k, attention=ATTENTION.get(arch), cam_layer=CAM_LAYERS[arch],
+                         name=name or arch)
 
 
 def load_scene_detector(

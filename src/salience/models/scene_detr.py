@@ -8,7 +8,8 @@ in cross-attention the content and spatial parts of queries and keys are concate
 head (Conditional DETR), the spatial query being modulated by the content (and by the
 anchor's width and height, as in DAB-DETR); each layer refines the anchor in logit space.
 The cross-attention probabilities are computed explicitly, (B, heads, Q, h·w), so
-`capture_cross_attention` can record them as `GridAttention`.
+`capture_cross_attention` can record them as `GridAttention`; `capture_attention` records
+every attention map (encoder, decoder self- and cross-attention) for relevance methods.
 
 ``forward(x) = head(backbone(x))`` returns ``{"logits": (B, Q, K + 1), "boxes": (B, Q, 4),
 "aux": [{"logits", "boxes"} per earlier decoder layer]}``; the no-object class is last
@@ -18,12 +19,15 @@ The cross-attention probabilities are computed explicitly, (B, heads, Q, h·w), 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
 
-from .detection import GridAttention
-from .detr_parts import MLP, FeedForward, RecordingAttention, grid_positions, inverse_sigmoid, sine_encoding
+from .detection import GridAttention, TransformerAttention
+from .detr_parts import (MLP, FeedForward, RecordingAttention, explicit_attention, grid_positions, inverse_sigmoid,
+                         sine_encoding)
 from .lite_features import LiteFeatures
 
 
@@ -73,7 +77,10 @@ class ConditionalCrossAttention(RecordingAttention):
         v = self._split(self.value(memory))
         probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]), dim=-1)
         if self.record is not None:
-            self.record.append(GridAttention(weights=probs.unflatten(-1, grid)))
+            # The recorded grid view is the tensor used below, so gradients reach it.
+            weights = probs.unflatten(-1, grid)
+            self.record.append(GridAttention(weights=weights))
+            probs = weights.flatten(-2)
         out = (self.dropout(probs) @ v).transpose(1, 2).flatten(2)
         return self.out(out)
 
@@ -197,3 +204,40 @@ class SceneDETR(nn.Module):
             outputs.append({"logits": self.class_head(hidden), "boxes": boxes})
             anchors = boxes.detach()
         return {**outputs[-1], "aux": outputs[:-1]}
+
+
+@contextmanager
+def capture_attention(module: SceneDETR, grad: bool = False) -> Iterator[TransformerAttention]:
+    """Record every attention map of a `SceneDETR`'s forward passes inside the block.
+
+    The encoder's and the decoder's ``nn.MultiheadAttention`` run as `explicit_attention`
+    (same weights, probabilities computed explicitly; outputs equal up to float rounding);
+    the cross-attention records its explicit probabilities (the grid view it then uses).
+    With ``grad=True`` a map that does not depend on anything tracked (the first decoder
+    layer's self-attention, or every map when the parameters are frozen) is made a leaf
+    that requires grad, so every map can be differentiated.
+    """
+    record = TransformerAttention()
+    cross: list[GridAttention] = []
+
+    def on_projection(_mod, _inputs, output):
+        record.grid = tuple(output.shape[-2:])
+
+    def on_cross(_mod, _inputs, _output):
+        record.cross.append(cross[-1].weights)
+
+    handle = module.input_proj.register_forward_hook(on_projection)
+    cross_handles = []
+    try:
+        with explicit_attention([layer.attn for layer in module.encoder], record.encoder, grad), \
+                explicit_attention([layer.self_attn for layer in module.decoder], record.decoder_self, grad):
+            for layer in module.decoder:
+                layer.cross_attn.record = cross
+                cross_handles.append(layer.cross_attn.register_forward_hook(on_cross))
+            yield record
+    finally:
+        handle.remove()
+        for h in cross_handles:
+            h.remove()
+        for layer in module.decoder:
+            layer.cross_attn.record = None
