@@ -52,7 +52,8 @@ def load_hf_detector(
     RT-DETR). Other keyword arguments go to ``from_pretrained``.
     """
     transformers = import_optional("transformers")
-    module = _from_pretrained(transformers.AutoModelForObjectDetection, name_or_path, kwargs)
+    module = _from_pretrained(transformers.AutoModelForObjectDetection, name_or_path,
+                              {"attn_implementation": "eager", **kwargs})  # attention weights returned
     config = module.config
     if not is_hf_detector(config):
         raise SalienceError(f"'{name_or_path}' is a {config.model_type} detector; supported: "
