@@ -103,6 +103,7 @@ class CheferDETR(Explainer):
     name: ClassVar[str] = "chefer_detr"
     aliases: ClassVar[tuple[str, ...]] = ("chefer_generic",)
     family: ClassVar[str] = "relevance"
+    tasks: ClassVar[tuple[str, ...]] = ("detection",)
 
     def __init__(self, batch_size: int | None = None):
         super().__init__(batch_size=batch_size)
