@@ -74,26 +74,38 @@ def splat(locations: torch.Tensor, weights: torch.Tensor, shape: tuple[int, int]
     return out.reshape(*lead, h, w)
 
 
-def splat_deformable(layer: DeformableAttention, target: DetectionTarget) -> torch.Tensor:
-    """(N, heads, h, w) on the finest level's grid: every level splatted, resized, summed.
+def deformable_maps(locations: torch.Tensor, weights: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """(..., h, w) on the finest level's grid from points (..., levels, P, 2) and weights
+    (..., levels, P): every level splatted, resized, summed.
 
     A coarse cell's mass is spread evenly over the fine cells it covers (bilinear resize,
     divided by the area ratio), so each level contributes the weight its points carry.
     """
-    b, q = target.image_index.to(layer.weights.device), target.queries.to(layer.weights.device)
-    locations, weights = layer.locations[b, q], layer.weights[b, q]  # (N, heads, L, P, 2), (N, heads, L, P)
-    shapes = layer.level_shapes
     finest = max(shapes, key=lambda s: s[0] * s[1])
+    lead = weights.shape[:-2]
     total = 0
     for level, shape in enumerate(shapes):
-        level_map = splat(locations[:, :, level], weights[:, :, level], shape)
+        level_map = splat(locations[..., level, :, :], weights[..., level, :], shape)
         if tuple(shape) != tuple(finest):
-            n, heads = level_map.shape[:2]
-            level_map = F.interpolate(level_map.reshape(n * heads, 1, *shape), size=finest, mode="bilinear",
-                                      align_corners=False).reshape(n, heads, *finest)
+            level_map = F.interpolate(level_map.reshape(-1, 1, *shape), size=finest, mode="bilinear",
+                                      align_corners=False).reshape(*lead, *finest)
             level_map = level_map * (shape[0] * shape[1]) / (finest[0] * finest[1])
         total = total + level_map
     return total
+
+
+def splat_deformable(layer: DeformableAttention, target: DetectionTarget) -> torch.Tensor:
+    """(N, heads, h, w): the target queries' sampling points as maps (`deformable_maps`)."""
+    b, q = target.image_index.to(layer.weights.device), target.queries.to(layer.weights.device)
+    return deformable_maps(layer.locations[b, q], layer.weights[b, q], layer.level_shapes)
+
+
+def query_maps(layer: GridAttention | DeformableAttention) -> torch.Tensor:
+    """(B, Q, h, w): every query's head-averaged attention map of one decoder layer, summing to 1
+    (differentiable: the AAJTS training loss reads it)."""
+    if isinstance(layer, GridAttention):
+        return layer.weights.mean(1)
+    return deformable_maps(layer.locations, layer.weights, layer.level_shapes).mean(2)
 
 
 def layer_map(layer: GridAttention | DeformableAttention, target: DetectionTarget, head_reduction: str) -> torch.Tensor:
