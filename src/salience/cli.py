@@ -24,6 +24,7 @@ import salience as sl
 from . import viz
 from .bench.cli import bench_command, evaluate_command
 from .data.scenes.cli import scenes_app
+from .train.cli import train_app
 from .detect import detect, save_detections
 from .errors import ImageLoadError, SalienceError, TargetError
 from .images import ImageBatch, _unique, expand_sources, load_image
@@ -283,6 +284,7 @@ def models():
 app.command("evaluate")(evaluate_command)
 app.command("bench")(bench_command)
 app.add_typer(scenes_app, name="scenes")
+app.add_typer(train_app, name="train")
 
 
 def main() -> None:

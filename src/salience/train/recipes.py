@@ -125,7 +125,7 @@ def train_detector(name: str, work_dir: str | Path, out: str | Path | None = Non
     scores = evaluate_detector(module.head, decode, held_levels, held_out.targets, size, len(class_names))
     meta = {"recipe": recipe.to_dict(), "train_seconds": log[-1]["seconds"], "steps": recipe.schedule.steps,
             "held_out": {**scores, "n": len(held_out), "seed": HELD_OUT_SEED},
-            "torch": torch.__version__, "wall_seconds_this_call": round(time.perf_counter() - started, 1)}
+            "torch": str(torch.__version__), "wall_seconds_this_call": round(time.perf_counter() - started, 1)}
     out = Path(out) if out is not None else run_dir / f"{name}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
     save_scene_detector(module, class_names, out, meta=meta)
