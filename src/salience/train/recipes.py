@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..compat import import_optional
 from ..data.scenes import SceneDataset
 from ..errors import SalienceError
 from ..methods.eive import query_maps
@@ -51,14 +52,14 @@ DETECTOR_RECIPES = {
         model=dict(architecture="scene-detr", num_queries=25, d_model=128, heads=8, ffn=512, encoder_layers=3,
                    decoder_layers=3, level=1, dropout=0.0, input_size=256),
         criterion=SetCriterion(sigmoid=False),
-        schedule=Schedule(steps=6000, batch_size=32, lr=2e-4, weight_decay=1e-4, warmup=0.03, clip=0.1),
+        schedule=Schedule(steps=4000, batch_size=32, lr=2e-4, weight_decay=1e-4, warmup=0.03, clip=0.1),
         levels=(1,),
     ),
     "scene-deformable-detr": DetectorRecipe(
         model=dict(architecture="scene-deformable-detr", num_queries=25, d_model=128, heads=8, ffn=512,
-                   encoder_layers=1, decoder_layers=3, points=4, dropout=0.0, input_size=256),
+                   encoder_layers=0, decoder_layers=3, points=4, dropout=0.0, input_size=256),
         criterion=SetCriterion(sigmoid=True),
-        schedule=Schedule(steps=5000, batch_size=32, lr=2e-4, weight_decay=1e-4, warmup=0.03, clip=0.1),
+        schedule=Schedule(steps=4000, batch_size=32, lr=2e-4, weight_decay=1e-4, warmup=0.03, clip=0.1),
     ),
 }
 
@@ -91,6 +92,7 @@ def train_detector(name: str, work_dir: str | Path, out: str | Path | None = Non
     Returns the checkpoint's ``meta``: held-out AP / AP50 / AP75, training seconds, steps.
     """
     recipe = recipe or detector_recipe(name)
+    import_optional("pycocotools.cocoeval")  # needed at the end: fail before training, not after
     work_dir = Path(work_dir)
     size = recipe.model["input_size"]
     train = scene_features(work_dir, "detection", recipe.n_train, TRAIN_SEED, size, progress)
