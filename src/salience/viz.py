@@ -299,20 +299,22 @@ def save_grids(explanations: Mapping[str, Explanation] | Sequence[Explanation], 
 
 
 def draw_detections(
-    photo: Image.Image, boxes: torch.Tensor, names: Sequence[str], scores: Sequence[float], width: int | None = None
+    photo: Image.Image, boxes: torch.Tensor, names: Sequence[str], scores: Sequence[float] | None = None,
+    width: int | None = None,
 ) -> Image.Image:
     """The photo with one labelled box per detection: ``boxes`` (N, 4) x0, y0, x1, y1 in the
-    photo's pixels, a colour per class name, the caption ``name score`` above each box."""
+    photo's pixels, a colour per class name, the caption ``name score`` above each box (the
+    name alone without ``scores``, e.g. for ground truth)."""
     picture = photo.convert("RGB")
     draw = ImageDraw.Draw(picture)
     width = width or max(2, round(min(picture.size) / 200))
     font = _font(max(12, round(min(picture.size) / 30)))
     palette = matplotlib.colormaps["tab10"]
     colours = {name: i for i, name in enumerate(dict.fromkeys(names))}
-    for box, name, score in zip(boxes.tolist(), names, scores):
+    for i, (box, name) in enumerate(zip(boxes.tolist(), names)):
         colour = tuple(int(255 * c) for c in palette(colours[name] % 10)[:3])
         draw.rectangle(box, outline=colour, width=width)
-        text = f"{name} {score:.2f}"
+        text = name if scores is None else f"{name} {scores[i]:.2f}"
         x0, y0, x1, y1 = draw.textbbox((box[0], box[1]), text, font=font)
         top = max(0, box[1] - (y1 - y0) - 2 * width)
         draw.rectangle((box[0], top, box[0] + (x1 - x0) + 2 * width, top + (y1 - y0) + 2 * width), fill=colour)
