@@ -64,8 +64,10 @@ def real_photos(models, folder: str, vocabulary: set[str], height: int = 300) ->
     for sample in load_dataset(f"realmini:{folder}"):
         if not vocabulary & set(sample.instance_labels):
             continue
-        photo = sample.image.resize((round(sample.image.width * height / sample.image.height), height))
-        pictures = [viz.caption(photo, f"{sample.image_id}: " + ", ".join(sample.instance_labels))]
+        scale = height / sample.image.height
+        photo = sample.image.resize((round(sample.image.width * scale), height))
+        truth = viz.draw_detections(photo, torch.as_tensor(sample.boxes).float() * scale, sample.instance_labels)
+        pictures = [viz.caption(truth, f"{sample.image_id}: ground truth")]
         pictures += [viz.caption(detections_picture(m, photo, sample.image_id), m.name) for m in models]
         rows.append(tile(pictures, len(pictures), gap=4))
     return tile(rows, 1, gap=10) if rows else None
