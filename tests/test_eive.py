@@ -113,7 +113,7 @@ def test_detection_target_errors_are_clear():
     with pytest.raises(TargetError, match="no detections above the score threshold"):
         sl.explain(model, torch.zeros(1, 3, 32, 32), "eive")
     blind = toy_detector(capture=None)
-    with pytest.raises(SalienceError, match="does not expose decoder cross-attention.*gradcam"):
+    with pytest.raises(SalienceError, match="does not expose decoder cross-attention.*methods that explain it: .*drise.*gradcam.*odam"):
         sl.explain(blind, torch.zeros(1, 3, 32, 32), "eive")
 
 

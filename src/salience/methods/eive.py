@@ -37,7 +37,7 @@ from ..detection_targets import DetectionTarget
 from ..errors import SalienceError
 from ..explanation import Explanation
 from ..models.detection import DeformableAttention, DetectorModel, GridAttention
-from .base import Explainer, check_task, register, resolve_for
+from .base import Explainer, available_methods, check_task, register, resolve_for
 
 FUSIONS = ("hybrid", "mean", "product", "last")
 HEAD_REDUCTIONS = ("mean", "max")
@@ -170,7 +170,7 @@ class EIVE(Explainer):
 
     def __call__(self, model: DetectorModel, x: torch.Tensor, target="all") -> Explanation:
         check_task(self, model)
-        check_detector(model, self.name)
+        check_cross_attention(model, self.name)
         x = x.to(model.device)
         start = time.perf_counter()
         with torch.inference_mode(), model.capture_cross_attention() as record:
@@ -190,8 +190,11 @@ class EIVE(Explainer):
         )
 
 
-def check_detector(model, method: str) -> None:
-    """A clear error when EIVE meets a detector without cross-attention."""
-    if method == "eive" and not model.has_cross_attention:
+def check_cross_attention(model: DetectorModel, method: str) -> None:
+    """A clear error, naming the methods that do apply, when EIVE meets a detector without
+    exposed cross-attention."""
+    if not model.has_cross_attention:
+        others = [m for m in available_methods("detection") if m != method
+                  and not (m == "chefer_detr" and not model.has_attention) and not m.startswith("_")]
         raise SalienceError(f"{model.name} does not expose decoder cross-attention, which '{method}' reads; "
-                            "use a gradient or black-box method for it (e.g. gradcam, drise)")
+                            f"methods that explain it: {', '.join(others)}")
