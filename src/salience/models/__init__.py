@@ -19,6 +19,7 @@ BUILTIN: dict[str, str] = {
     "efficientnet_lite2": "salience.models.efficientnet_lite:load_lite2",
     "scene-detr": "salience.models.scene_detectors:load_scene_detr",
     "scene-deformable-detr": "salience.models.scene_detectors:load_scene_deformable_detr",
+    "scene-vit": "salience.models.scene_vit:load_scene_vit",
 }
 
 # Hub prefixes: "prefix:NAME" -> "module:function(NAME, **kwargs)".
