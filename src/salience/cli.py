@@ -272,9 +272,11 @@ def models():
     """List the bundled models and the hub prefixes."""
     table = Table("name", "what")
     for name in sorted(BUILTIN):
-        table.add_row(name, "bundled ImageNet weights, no network" + (" (default)" if name == DEFAULT_MODEL else ""))
+        what = ("trained by `salience train` on generated scenes, shipped, no network" if name.startswith("scene-")
+                else "bundled ImageNet weights, no network")
+        table.add_row(name, what + (" (default)" if name == DEFAULT_MODEL else ""))
     hub = {"timm": "any timm image classifier (weights from the timm cache or hub)",
-           "hf": "a Hugging Face image classifier or CLIPModel: hub id or local save_pretrained folder",
+           "hf": "a Hugging Face image classifier, CLIPModel or DETR-family detector: hub id or local folder",
            "open_clip": "an open_clip CLIP model, ARCH/PRETRAINED (tag or local checkpoint), zero-shot over prompts"}
     for prefix in PREFIXES:
         table.add_row(f"{prefix}:NAME", hub.get(prefix, ""))
