@@ -1,8 +1,10 @@
 """CPU forward time of the scene detectors at 256², relative to EfficientNet-Lite0 at 224².
 
-Random heads at the default configs (speed does not depend on the weights); one image per
-call, single-threaded by default so the ratio does not depend on the machine's other load.
-Also prints each head's parameter count and the size of its head-only checkpoint.
+The shipped detectors (`sl.load_model("scene-detr")`, ...) with their trained configs, or
+random heads at the classes' default configs where no weights are shipped (speed does not
+depend on the weights); one image per call, single-threaded by default so the ratio does not
+depend on the machine's other load. Also prints each head's parameter count and the size of
+its head-only checkpoint.
 
     PYTHONPATH=src python benchmarks/detector_speed.py [--threads 1] [--repeats 20]
 """
@@ -15,6 +17,8 @@ import time
 
 import torch
 
+import salience as sl
+from salience.errors import SalienceError
 from salience.models.efficientnet_lite import build
 from salience.models.scene_deformable_detr import SceneDeformableDETR
 from salience.models.scene_detectors import head_state_dict
@@ -52,11 +56,14 @@ def main() -> None:
     print(f"threads={args.threads} repeats={args.repeats}")
     print(f"efficientnet_lite0 @224: {base * 1000:.1f} ms (1.00x)")
     x = torch.randn(1, 3, 256, 256)
-    for cls in (SceneDETR, SceneDeformableDETR):
-        module = cls(num_classes=args.classes).eval()
+    for name, cls in (("scene-detr", SceneDETR), ("scene-deformable-detr", SceneDeformableDETR)):
+        try:
+            module, source = sl.load_model(name).module, "shipped weights"
+        except SalienceError:
+            module, source = cls(num_classes=args.classes).eval(), "random head, default config"
         params = sum(p.numel() for k, p in module.named_parameters() if not k.startswith("backbone."))
         t = seconds_per_call(module, x, args.repeats)
-        print(f"{cls.__name__} @256: {t * 1000:.1f} ms ({t / base:.2f}x), head {params / 1e6:.2f} M params, "
+        print(f"{name} ({source}) @256: {t * 1000:.1f} ms ({t / base:.2f}x), head {params / 1e6:.2f} M params, "
               f"{head_megabytes(module):.2f} MB; config {module.config}")
 
 
