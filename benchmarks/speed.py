@@ -31,7 +31,7 @@ import salience as sl  # noqa: E402
 from salience.compat import import_optional  # noqa: E402
 from salience.metrics.cost import median_seconds  # noqa: E402
 from salience.attention import capture_attention  # noqa: E402
-from salience.models.anatomy import TokenAnatomy  # noqa: E402
+from salience.models.token_anatomy_discovery import timm_anatomy  # noqa: E402
 from salience.targets import ClassTarget  # noqa: E402
 
 
@@ -113,16 +113,12 @@ def peer_calls(model: sl.Model, x: torch.Tensor, classes: torch.Tensor) -> dict[
 
 
 def timm_vit(name: str, device: torch.device) -> sl.Model:
-    """A randomly initialised timm ViT at 224 px with its token anatomy."""
+    """A randomly initialised timm ViT at 224 px with its discovered token anatomy."""
     timm = import_optional("timm")
     torch.manual_seed(0)
     module = timm.create_model(name, pretrained=False).eval().to(device)
     model = sl.wrap(module, input_size=224, name=name)
-    if model.anatomy is None:  # set by hand where the adapters do not discover it
-        depth = len(module.blocks)
-        model.anatomy = TokenAnatomy(patch_size=(16, 16), prefix_tokens=module.num_prefix_tokens,
-                                     blocks=[f"blocks.{i}" for i in range(depth)],
-                                     attentions=[f"blocks.{i}.attn" for i in range(depth)])
+    model.anatomy = timm_anatomy(module)
     return model
 
 

@@ -59,6 +59,26 @@ def test_probabilities_follow_sdpa_conventions(mask, q_heads, kv_heads):
             assert rec.maps[0].triu(1).abs().max() == 0
 
 
+def test_chosen_layers_only_are_recorded():
+    from .vit_toys import timm_model
+
+    model = timm_model(depth=3)
+    with torch.inference_mode():
+        with capture_attention(model) as every:
+            plain = model(X)
+        with capture_attention(model, layers=[-1, 0]) as chosen:
+            captured = model(X)
+    assert torch.equal(plain, captured)
+    assert len(chosen.maps) == 2  # forward order: layer 0, then the last
+    assert torch.equal(chosen.maps[0], every.maps[0]) and torch.equal(chosen.maps[1], every.maps[2])
+    with pytest.raises(IndexError, match="out of range for 3"):
+        with capture_attention(model, layers=[3]):
+            pass
+    with pytest.raises(ValueError, match="anatomy"):
+        with capture_attention(model.module, layers=[0]):
+            pass
+
+
 def test_timm_vit_fused_matches_eager():
     model = tiny_timm_vit()
     with torch.inference_mode():

@@ -195,7 +195,8 @@ def _attention_modules(model) -> list[nn.Module]:
 
 
 @contextlib.contextmanager
-def capture_attention(model, grad: bool = False, keep_outputs: bool = False) -> Iterator[AttentionRecord]:
+def capture_attention(model, grad: bool = False, keep_outputs: bool = False,
+                      layers: list[int] | None = None) -> Iterator[AttentionRecord]:
     """Record every self-attention map computed inside the block.
 
     Parameters
@@ -215,11 +216,22 @@ def capture_attention(model, grad: bool = False, keep_outputs: bool = False) -> 
     keep_outputs : bool
         Also keep each call's output and values (``record.outputs``, ``record.values``;
         only with ``grad=False``) for `AttentionRecord.map_gradients`.
+    layers : list of int, optional
+        Record only these entries of ``model.anatomy.attentions`` (negative counts from the
+        end); the other layers run untouched, so a method that reads one layer pays for
+        one explicit attention map, not all of them.
     """
     if grad and keep_outputs:
         raise ValueError("keep_outputs is for grad=False: with grad=True the maps themselves are in the graph")
     record = AttentionRecord()
     modules = _attention_modules(model)
+    if layers is not None:
+        if not modules:
+            raise ValueError("layers= needs a model whose anatomy names its attention modules")
+        bad = [i for i in layers if not -len(modules) <= i < len(modules)]
+        if bad:
+            raise IndexError(f"attention layers {bad} out of range for {len(modules)} attention modules")
+        modules = [modules[i] for i in layers]
     depth = [0]
 
     def enter(_module, _args):

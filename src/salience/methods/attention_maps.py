@@ -66,9 +66,11 @@ class AttentionExplainer(Explainer):
         """Relevance (n, N) of every token for the class token (or the mean token)."""
         raise NotImplementedError
 
-    def recorded_maps(self, model: Model, x: torch.Tensor, target: Target, rows: torch.Tensor) -> list[torch.Tensor]:
-        """One inference forward with attention captured (the target is scored on it too)."""
-        with torch.inference_mode(), capture_attention(model) as record:
+    def recorded_maps(self, model: Model, x: torch.Tensor, target: Target, rows: torch.Tensor,
+                      layers: list[int] | None = None) -> list[torch.Tensor]:
+        """One inference forward with attention captured (the target is scored on it too);
+        ``layers``: only these of the anatomy's attention modules."""
+        with torch.inference_mode(), capture_attention(model, layers=layers) as record:
             target.score(model(x), rows)
         return checked(record.maps, self.name)
 
@@ -147,10 +149,17 @@ class RawAttention(AttentionExplainer):
         self.head_fusion = head_fusion
 
     def token_relevance(self, model, x, target, rows, prefix):
-        maps = self.recorded_maps(model, x, target, rows)
-        if not -len(maps) <= self.layer < len(maps):
-            raise SalienceError(f"raw_attention: layer {self.layer} out of range for {len(maps)} attention layers")
-        return query_row(fuse_heads(maps[self.layer], self.head_fusion), prefix)
+        n_layers = len(model.anatomy.attentions)
+        if n_layers:  # record the chosen module only; the other layers keep their fused attention
+            if not -n_layers <= self.layer < n_layers:
+                raise SalienceError(f"raw_attention: layer {self.layer} out of range for {n_layers} attention layers")
+            (chosen,) = self.recorded_maps(model, x, target, rows, layers=[self.layer])
+        else:
+            maps = self.recorded_maps(model, x, target, rows)
+            if not -len(maps) <= self.layer < len(maps):
+                raise SalienceError(f"raw_attention: layer {self.layer} out of range for {len(maps)} attention layers")
+            chosen = maps[self.layer]
+        return query_row(fuse_heads(chosen, self.head_fusion), prefix)
 
 
 @register
