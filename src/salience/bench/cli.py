@@ -82,7 +82,8 @@ def _execute(build, resume: bool) -> None:
         result_store = ResultStore(grid.store)
         shard = init_shard(grid.device)
         stats = run_plan(plan, result_store, shard, resume=resume)
-        stats.units, stats.resumed = shard.total([stats.units, stats.resumed])  # also a barrier
+        stats.units, stats.resumed, stats.empty_images = shard.total(
+            [stats.units, stats.resumed, stats.empty_images])  # also a barrier
         if shard.is_main:
             _summarise(plan, result_store, stats)
     except SalienceError as err:
@@ -104,7 +105,9 @@ def _summarise(plan: Plan, store: ResultStore, stats) -> None:
     skipped = sum(s.skipped for s in summary)
     failed = sum(s.failed for s in summary)
     typer.echo(f"{len(rows)} rows in {store.path}; {stats.units} units computed, {stats.resumed} already stored; "
-               f"{skipped} image×metric skipped (no masks/boxes), {failed} failed")
+               f"{skipped} rows skipped (no ground truth, no detection or no matching object), {failed} failed")
+    if stats.empty_images:
+        typer.echo(f"{stats.empty_images} image×model with no kept detection (rows marked 'skipped: no detections')")
     for line in stats.errors[:5]:
         typer.echo(f"  failed: {line}", err=True)
     if grid.out:

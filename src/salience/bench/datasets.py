@@ -2,12 +2,13 @@
 
 Specs go to `salience.data.load_dataset`; `register_dataset` adds other kinds (tests,
 plugins). The runner reads every sample through `as_sample`, so it depends only on the
-fields it uses: the photo, the label, the image id, instance masks and boxes.
+fields it uses: the photo, the label, the image id, instance masks and boxes, and the
+instances' class names or ids (detector benchmarks match detections to objects by class).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
@@ -26,13 +27,16 @@ def register_dataset(kind: str, loader: Callable[[str], Sequence[Any]]) -> None:
 
 @dataclass
 class Sample:
-    """One photo with what the metrics need: label, image id, masks (K, h, w) and boxes (K, 4)."""
+    """One photo with what the metrics need: label, image id, masks (K, h, w) and boxes (K, 4),
+    and per instance its class name (``instance_labels``) or id (``instance_classes``, (K,))."""
 
     image: Image.Image
     image_id: str
     label: int | None = None
     masks: torch.Tensor | None = None
     boxes: torch.Tensor | None = None
+    instance_labels: list[str] = field(default_factory=list)
+    instance_classes: torch.Tensor | None = None
 
 
 def dataset_kinds() -> list[str]:
@@ -64,12 +68,15 @@ def as_sample(item: Any, index: int) -> Sample:
     label = _field(item, "label")
     masks = _field(item, "masks")
     boxes = _field(item, "boxes")
+    classes = _field(item, "instance_classes")
     return Sample(
         image=image,
         image_id=str(image_id) if image_id is not None else f"image{index}",
         label=None if label is None or int(label) < 0 else int(label),
         masks=None if masks is None or len(masks) == 0 else torch.as_tensor(masks).bool(),
         boxes=None if boxes is None or len(boxes) == 0 else torch.as_tensor(boxes).float().reshape(-1, 4),
+        instance_labels=[str(n) for n in _field(item, "instance_labels") or []],
+        instance_classes=None if classes is None or len(classes) == 0 else torch.as_tensor(classes).long().reshape(-1),
     )
 
 

@@ -16,10 +16,16 @@ name. Example::
     batch_size: 8
     device: cpu
     limit: null          # every image
+    require_masks: false # true: only the images that have instance masks
     target: top1         # or: label (the dataset label where known, else top1)
+    max_detections: null # detectors: explain at most this many kept detections per image
+    score_threshold: null  # detectors: keep detections scoring at least this (null: the model's)
     store: results/classifier.sqlite
     out: results/classifier
     plugins: []          # modules imported first: they may register methods, metrics, datasets
+
+A detector model (task ``detection``) is run by `salience.bench.detection_runner`: its kept
+detections are the targets (``target`` does not apply), one result row per detection.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from .metric_fns import MetricFn, get_metric
 from .store import canonical_json
 
 CONFIG_KEYS = ("name", "dataset", "models", "methods", "metrics", "preset", "batch_size", "device",
-               "limit", "target", "store", "out", "plugins")
+               "limit", "require_masks", "target", "max_detections", "score_threshold", "store", "out", "plugins")
 TARGETS = ("top1", "label")
 
 
@@ -69,7 +75,10 @@ class Grid:
     batch_size: int = 8
     device: str | None = None
     limit: int | None = None
+    require_masks: bool = False
     target: str = "top1"
+    max_detections: int | None = None
+    score_threshold: float | None = None
     store: str = "results.sqlite"
     out: str | None = None
     plugins: list[str] = field(default_factory=list)
@@ -111,6 +120,14 @@ def grid_from_dict(data: dict[str, Any], source: str = "config") -> Grid:
         raise SalienceError(f"{source}: batch_size must be a positive integer, got {grid.batch_size!r}")
     if grid.limit is not None and (not isinstance(grid.limit, int) or grid.limit < 1):
         raise SalienceError(f"{source}: limit must be a positive integer or null, got {grid.limit!r}")
+    if not isinstance(grid.require_masks, bool):
+        raise SalienceError(f"{source}: require_masks must be true or false, got {grid.require_masks!r}")
+    if grid.max_detections is not None and (not isinstance(grid.max_detections, int) or grid.max_detections < 1):
+        raise SalienceError(f"{source}: max_detections must be a positive integer or null, got {grid.max_detections!r}")
+    threshold = grid.score_threshold
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
+                                  or not 0 <= threshold <= 1):
+        raise SalienceError(f"{source}: score_threshold must be a number in [0, 1] or null, got {threshold!r}")
     if grid.target not in TARGETS:
         raise UnknownNameError("target", str(grid.target), list(TARGETS))
     return grid

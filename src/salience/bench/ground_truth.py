@@ -10,7 +10,12 @@ from ..preprocessing import Geometry
 
 
 def mask_to_input(masks: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """Union of instance masks (K, h, w) on the photo -> one (H, W) bool mask on the input.
+    """Union of instance masks (K, h, w) on the photo -> one (H, W) bool mask on the input."""
+    return masks_to_input(masks, geometry).any(0)
+
+
+def masks_to_input(masks: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Instance masks (K, h, w) on the photo -> (K, H, W) bool masks on the input.
 
     The part of the photo the model sees (``source_box``) is resized (nearest) onto where it
     lies in the input (``target_box``); padding is background.
@@ -20,12 +25,12 @@ def mask_to_input(masks: torch.Tensor, geometry: Geometry) -> torch.Tensor:
         raise SalienceError(
             f"mask of size {tuple(masks.shape[-2:])} does not match its image of size {(h0, w0)} (height, width)"
         )
-    union = masks.reshape(-1, h0, w0).any(0).float()
+    masks = masks.reshape(-1, h0, w0).float()
     sx0, sy0, sx1, sy1 = (round(v) for v in geometry.source_box)
     tx0, ty0, tx1, ty1 = (round(v) for v in geometry.target_box)
-    region = F.interpolate(union[sy0:sy1, sx0:sx1][None, None], size=(ty1 - ty0, tx1 - tx0), mode="nearest")[0, 0]
-    out = torch.zeros(geometry.input_size, dtype=torch.bool)
-    out[ty0:ty1, tx0:tx1] = region > 0.5
+    region = F.interpolate(masks[None, :, sy0:sy1, sx0:sx1], size=(ty1 - ty0, tx1 - tx0), mode="nearest")[0]
+    out = torch.zeros(len(masks), *geometry.input_size, dtype=torch.bool)
+    out[:, ty0:ty1, tx0:tx1] = region > 0.5
     return out
 
 

@@ -5,6 +5,11 @@ MetricOutput``: per-image values (N,) and, for curve metrics, the curves (N, K).
 says which ground truth it reads (``"masks"``, ``"boxes"`` or ``None``); images that lack it
 are skipped and counted by the runner. The suite's own metrics (`salience.metrics`) are
 listed here; `register_metric` adds others (tests, plugins).
+
+On a detector the runner calls it the way `salience.evaluate` takes detections: ``x`` and
+``maps`` have one row per detection, ``target`` is a `DetectionTarget` whose ``image_index``
+numbers the images, and a metric that needs ground truth gets per-image lists ``masks``
+[(K, H, W)], ``boxes`` [(K, 4)] and ``labels=`` [(K,)] (None entries where an image lacks one).
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ def register_metric(metric: MetricFn) -> MetricFn:
 
 # Ground truth of the suite's localisation metrics: mIoU is defined against masks; the
 # pointing games use the mask, or the boxes' area where a dataset has boxes only.
-SUITE_NEEDS = {"miou": "masks", "pointing_game": "region", "energy_pointing_game": "region"}
+SUITE_NEEDS = {"miou": "masks", "pointing_game": "region", "energy_pointing_game": "region",
+               "wrong_instance": "region"}
 SUITE_PRESET = ("insertion", "deletion", "id")
 
 

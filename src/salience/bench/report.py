@@ -2,10 +2,12 @@
 
 Per model × method × metric: the mean and the sample standard deviation (ddof = 1; empty
 for n < 2) over the images with a value, n, and how many images were skipped (no masks or
-boxes for the metric) or failed (the metric rejected the map). Plots: for every curve
+boxes for the metric; for detectors also images without a kept detection and detections
+matching no object) or failed (the method or the metric rejected the input). Plots: for every curve
 metric (insertion, deletion, ...) the mean curve of each method; for every metric a bar
 chart of the methods' means with std error bars. ID (insertion − deletion) is derived
-per image from stored insertion and deletion rows when it was not computed itself.
+per image from stored insertion and deletion rows when it was not computed itself (skipped
+where either is skipped).
 """
 
 from __future__ import annotations
@@ -46,8 +48,12 @@ def with_derived_id(rows: list[ResultRow]) -> list[ResultRow]:
         if r.metric != "insertion" or d is None or (r.image, r.model, r.method, r.params) in stored:
             continue
         value = None if r.value is None or d.value is None else r.value - d.value
+        extra = {"derived": "insertion - deletion"}
+        skipped = r.extra.get("skipped") or d.extra.get("skipped")
+        if value is None and skipped:
+            extra["skipped"] = skipped
         derived.append(ResultRow(r.image, r.model, r.method, r.params, "id", r.metric_params, value,
-                                 extra={"derived": "insertion - deletion"}, run=r.run))
+                                 extra=extra, run=r.run))
     return rows + derived
 
 

@@ -8,6 +8,9 @@ A partly stored batch is recomputed whole, so methods whose maps depend on the b
 lacking the masks or boxes a metric needs get a NULL row marked ``skipped`` (counted in the
 summary), and a metric that rejects a map (NaN values) gets a NULL row with the error.
 
+Detectors (task ``detection``) go to `detection_runner.run_detector`, with the same batches,
+store and resume rules and one row per kept detection.
+
 Reproducibility: every (batch, model, method) unit seeds torch from its image ids, so a
 run and its resume give the same values. Stochastic methods (rise, random) depend on the
 batch they are computed in; a sharded run batches different images together than a
@@ -17,10 +20,9 @@ single-process run, so for them the two agree in distribution, not value for val
 from __future__ import annotations
 
 import time
-import zlib
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -30,20 +32,12 @@ from ..models.model import Model
 from ..targets import ClassTarget
 from ..errors import SalienceError
 from .datasets import Sample, as_sample
+from .detection_runner import run_detector
 from .distributed import Shard
 from .grid import Plan, ResolvedMethod, ResolvedMetric
 from .ground_truth import boxes_mask, boxes_to_input, mask_to_input
 from .store import ResultRow, ResultStore
-
-
-@dataclass
-class RunStats:
-    """What one process did: rows written, units computed and units skipped on resume."""
-
-    rows: int = 0
-    units: int = 0
-    resumed: int = 0
-    errors: list[str] = field(default_factory=list)
+from .units import RunStats, done_by_image, forward_seconds, seed_unit
 
 
 def run_plan(plan: Plan, store: ResultStore, shard: Shard | None = None, resume: bool = False,
@@ -53,36 +47,37 @@ def run_plan(plan: Plan, store: ResultStore, shard: Shard | None = None, resume:
     device = shard.device or ("cuda" if torch.cuda.is_available() else "cpu")
     grid = plan.grid
     dataset = plan.dataset if hasattr(plan.dataset, "__getitem__") else list(plan.dataset)
-    n = len(dataset) if grid.limit is None else min(grid.limit, len(dataset))
-    positions = list(shard.indices(n))
+    eligible = [i for i in range(len(dataset)) if not grid.require_masks or as_sample(dataset[i], i).masks is not None]
+    eligible = eligible[:grid.limit]
+    positions = [eligible[k] for k in shard.indices(len(eligible))]
     batches = [positions[i:i + grid.batch_size] for i in range(0, len(positions), grid.batch_size)]
     stats = RunStats()
     total = len(batches) * len(grid.models) * len(plan.methods)
     with _progress(progress and shard.is_main, total) as advance:
         for model_name in grid.models:
             model = load_model(model_name, device=device)
-            done = {m.key: _done_by_image(store, model_name, m) for m in plan.methods} if resume else {}
-            expected = {(m.name, m.key) for m in plan.metrics}
-            for batch in batches:
-                samples = [as_sample(dataset[i], i) for i in batch]
-                pending = {m.key: not resume or any(not expected <= done[m.key].get(s.image_id, set())
-                                                    for s in samples) for m in plan.methods}
-                inputs = _prepare(model, samples, grid.target) if any(pending.values()) else None
-                for method in plan.methods:
-                    stats.resumed += not pending[method.key]
-                    if pending[method.key]:
-                        stats.rows += _run_unit(store, grid.name, model_name, model, method, plan.metrics,
-                                                samples, inputs, stats)
-                        stats.units += 1
-                    advance(f"{model_name} · {method.name}")
+            run_model = run_detector if model.task == "detection" else run_classifier
+            run_model(plan, store, model_name, model, batches, dataset, resume, stats, advance)
     return stats
 
 
-def _done_by_image(store: ResultStore, model: str, method: ResolvedMethod) -> dict[str, set[tuple[str, str]]]:
-    out: dict[str, set[tuple[str, str]]] = {}
-    for image, metric, metric_key in store.done_keys(model, method.name, method.key):
-        out.setdefault(image, set()).add((metric, metric_key))
-    return out
+def run_classifier(plan: Plan, store: ResultStore, model_name: str, model: Model, batches: list[list[int]],
+                   dataset: Any, resume: bool, stats: RunStats, advance: Callable[[str], None]) -> None:
+    """Every batch × method of one classifier: one row per image and metric."""
+    done = {m.key: done_by_image(store, model_name, m) for m in plan.methods} if resume else {}
+    expected = {(m.name, m.key) for m in plan.metrics}
+    for batch in batches:
+        samples = [as_sample(dataset[i], i) for i in batch]
+        pending = {m.key: not resume or any(not expected <= done[m.key].get(s.image_id, set())
+                                            for s in samples) for m in plan.methods}
+        inputs = _prepare(model, samples, plan.grid.target) if any(pending.values()) else None
+        for method in plan.methods:
+            stats.resumed += not pending[method.key]
+            if pending[method.key]:
+                stats.rows += _run_unit(store, plan.grid.name, model_name, model, method, plan.metrics,
+                                        samples, inputs, stats)
+                stats.units += 1
+            advance(f"{model_name} · {method.name}")
 
 
 @dataclass
@@ -115,13 +110,13 @@ def _prepare(model: Model, samples: list[Sample], target: str) -> Inputs:
 def _run_unit(store: ResultStore, run: str, model_name: str, model: Model, method: ResolvedMethod, metrics: list[ResolvedMetric],
               samples: list[Sample], inputs: Inputs, stats: RunStats) -> int:
     """Explain one batch with one method, score it with every metric, store each metric's rows."""
-    torch.manual_seed(zlib.crc32("|".join([method.name, *(s.image_id for s in samples)]).encode()))
+    seed_unit(method.name, [s.image_id for s in samples])
     target = inputs.target()
     expl = method.explainer(model, inputs.x, target)
     method_seconds = expl.seconds / len(samples)
     timing = {"method": method.explainer, "method_seconds": expl.seconds}
     if any(m.fn.needs == "method" for m in metrics):
-        timing["forward_seconds"] = _forward_seconds(model, inputs.x)
+        timing["forward_seconds"] = forward_seconds(model, inputs.x)
     written = 0
     for metric in metrics:
         rows = _score(model, method, metric, samples, inputs, target, expl.maps, timing)
@@ -131,19 +126,6 @@ def _run_unit(store: ResultStore, run: str, model_name: str, model: Model, metho
                 stats.errors.append(f"{row.image} · {method.name} · {metric.name}: {row.extra['error']}")
         written += store.add(rows)
     return written
-
-
-def _forward_seconds(model: Model, x: torch.Tensor, repeats: int = 3) -> float:
-    """Median seconds of one forward pass of ``x`` (after the batch's earlier forwards warmed up)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        with torch.inference_mode():
-            model(x)
-        if model.device.type == "cuda":
-            torch.cuda.synchronize(model.device)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[repeats // 2]
 
 
 def _score(model: Model, method: ResolvedMethod, metric: ResolvedMetric, samples: list[Sample],
