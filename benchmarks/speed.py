@@ -145,7 +145,7 @@ def vit_rows(device: torch.device, repeats: int) -> None:
     def reshape_transform(tensor, height=14, width=14):
         return tensor[:, net.num_prefix_tokens:].reshape(tensor.size(0), height, width, -1).permute(0, 3, 1, 2)
 
-    ours = {"raw_attention": "≤ 1.2", "rollout": "≤ 1.2", "chefer": "≤ 2.5", "gradcam": "–"}
+    ours = {"raw_attention": "≤ 1.2", "rollout": "≤ 1.2", "chefer": "≤ 2.5", "gradcam": "≤ 2.5"}
     for batch in (1, 16):
         x = example_batch(model, batch).to(device)
         with torch.inference_mode():

@@ -79,6 +79,21 @@ def test_chosen_layers_only_are_recorded():
             pass
 
 
+def test_inexact_outputs_reuse_the_maps_and_agree_within_rounding():
+    model = tiny_timm_vit(depth=3)
+    with torch.inference_mode():
+        with capture_attention(model) as exact:
+            plain = model(X)
+        with capture_attention(model, exact_outputs=False) as reused:
+            out = model(X)
+    torch.testing.assert_close(out, plain, atol=1e-5, rtol=1e-5)
+    for a, b in zip(reused.maps, exact.maps):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="exact_outputs"):
+        with capture_attention(model, keep_outputs=True, exact_outputs=False):
+            pass
+
+
 def test_timm_vit_fused_matches_eager():
     model = tiny_timm_vit()
     with torch.inference_mode():

@@ -7,7 +7,9 @@ those calls with a `torch.overrides.TorchFunctionMode`, so no model code is patc
 every architecture that attends through SDPA is covered:
 
 - ``grad=False``: the real SDPA computes the output (outputs are bit-identical) and
-  ``softmax(q·kᵀ·scale + mask)`` is computed on the side without autograd.
+  ``softmax(q·kᵀ·scale + mask)`` is computed on the side without autograd; with
+  ``exact_outputs=False`` the output is ``A @ V`` from that map instead (within rounding,
+  one attention computation per layer instead of two).
 - ``grad=True``: the output is computed explicitly as ``A @ V``, so each recorded map ``A``
   is part of the autograd graph and ``torch.autograd.grad(score, record.maps)`` works
   (outputs equal the fused ones within float rounding). When nothing before the first
@@ -119,11 +121,13 @@ def _repeat_heads(v: torch.Tensor, heads: int) -> torch.Tensor:
 class _AttentionMode(TorchFunctionMode):
     """Records attention probabilities from SDPA and ``F.multi_head_attention_forward``."""
 
-    def __init__(self, record: AttentionRecord, grad: bool, active, keep_outputs: bool = False) -> None:
+    def __init__(self, record: AttentionRecord, grad: bool, active, keep_outputs: bool = False,
+                 exact_outputs: bool = True) -> None:
         super().__init__()
         self.record = record
         self.grad = grad
         self.keep_outputs = keep_outputs
+        self.exact_outputs = exact_outputs
         self.active = active  # () -> bool: whether calls happening now are recorded
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -135,8 +139,9 @@ class _AttentionMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
     def attend(self, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-        """SDPA with the probabilities recorded (``grad=True``: the output is ``A @ V``)."""
-        if not self.grad:
+        """SDPA with the probabilities recorded (``grad=True`` or ``exact_outputs=False``: the
+        output is ``A @ V``)."""
+        if not self.grad and self.exact_outputs:
             out = _SDPA(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
                         enable_gqa=enable_gqa)
             with torch.no_grad():
@@ -148,7 +153,7 @@ class _AttentionMode(TorchFunctionMode):
                 self.record.values.append(_repeat_heads(v.detach(), q.shape[-3]))
             return out
         attn = attention_probabilities(q, k, attn_mask, is_causal, scale, enable_gqa)
-        if torch.is_grad_enabled() and not attn.requires_grad:
+        if self.grad and torch.is_grad_enabled() and not attn.requires_grad:
             attn.requires_grad_(True)
         self._keep(attn)
         if dropout_p > 0:
@@ -196,7 +201,7 @@ def _attention_modules(model) -> list[nn.Module]:
 
 @contextlib.contextmanager
 def capture_attention(model, grad: bool = False, keep_outputs: bool = False,
-                      layers: list[int] | None = None) -> Iterator[AttentionRecord]:
+                      layers: list[int] | None = None, exact_outputs: bool = True) -> Iterator[AttentionRecord]:
     """Record every self-attention map computed inside the block.
 
     Parameters
@@ -220,9 +225,16 @@ def capture_attention(model, grad: bool = False, keep_outputs: bool = False,
         Record only these entries of ``model.anatomy.attentions`` (negative counts from the
         end); the other layers run untouched, so a method that reads one layer pays for
         one explicit attention map, not all of them.
+    exact_outputs : bool
+        With ``grad=False``: True runs the model's own fused attention for the outputs (bit
+        for bit) and computes the maps beside it; False computes each map once and the
+        output as ``A @ V`` (equal within float rounding, one attention computation instead
+        of two: rollout uses it).
     """
     if grad and keep_outputs:
         raise ValueError("keep_outputs is for grad=False: with grad=True the maps themselves are in the graph")
+    if keep_outputs and not exact_outputs:
+        raise ValueError("keep_outputs keeps the fused outputs: it needs exact_outputs=True")
     record = AttentionRecord()
     modules = _attention_modules(model)
     if layers is not None:
@@ -245,7 +257,8 @@ def capture_attention(model, grad: bool = False, keep_outputs: bool = False,
         for module in modules:
             handles.append(module.register_forward_pre_hook(enter))
             handles.append(module.register_forward_hook(leave, always_call=True))
-        with _AttentionMode(record, grad, (lambda: depth[0] > 0) if modules else (lambda: True), keep_outputs):
+        with _AttentionMode(record, grad, (lambda: depth[0] > 0) if modules else (lambda: True), keep_outputs,
+                            exact_outputs):
             yield record
     finally:
         for handle in handles:

@@ -67,10 +67,11 @@ class AttentionExplainer(Explainer):
         raise NotImplementedError
 
     def recorded_maps(self, model: Model, x: torch.Tensor, target: Target, rows: torch.Tensor,
-                      layers: list[int] | None = None) -> list[torch.Tensor]:
+                      layers: list[int] | None = None, exact_outputs: bool = True) -> list[torch.Tensor]:
         """One inference forward with attention captured (the target is scored on it too);
-        ``layers``: only these of the anatomy's attention modules."""
-        with torch.inference_mode(), capture_attention(model, layers=layers) as record:
+        ``layers``: only these of the anatomy's attention modules; ``exact_outputs=False``:
+        outputs from the recorded maps (within rounding, cheaper when every layer is read)."""
+        with torch.inference_mode(), capture_attention(model, layers=layers, exact_outputs=exact_outputs) as record:
             target.score(model(x), rows)
         return checked(record.maps, self.name)
 
@@ -195,7 +196,7 @@ class AttentionRollout(AttentionExplainer):
         self.discard_ratio = discard_ratio
 
     def token_relevance(self, model, x, target, rows, prefix):
-        maps = self.recorded_maps(model, x, target, rows)
+        maps = self.recorded_maps(model, x, target, rows, exact_outputs=False)
         layers = [self.residual_attention(fuse_heads(a, self.head_fusion).float()) for a in maps]
         row = query_row(layers[-1], prefix)
         for layer in reversed(layers[:-1]):
