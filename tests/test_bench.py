@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -18,7 +19,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from salience.bench import ResultStore, available_metrics, run_plan, summarize, validate, write_report
+from salience.bench import ResultRow, ResultStore, available_metrics, run_plan, summarize, validate, write_report
 from salience.bench.cli import app
 from salience.bench.grid import grid_from_dict
 from salience.bench.metric_fns import MetricFn, MetricOutput
@@ -323,6 +324,28 @@ def test_corrupt_store_file_is_a_one_line_error(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "unreadable" in lines[0] and str(data["store"]) in lines[0], proc.stderr
     assert Path(data["store"]).read_bytes() == b"this is not a database" * 100  # left untouched
+
+
+def _open_store_after(barrier, path, index) -> None:
+    barrier.wait()  # both processes open the fresh file at the same moment, as torchrun ranks do
+    with ResultStore(path) as store:
+        store.add([ResultRow(f"img{index}", "m", "x", "{}", "y", "{}", float(index))])
+
+
+def test_ranks_opening_a_fresh_store_at_once_all_succeed(tmp_path):
+    # Before the setup retries, about one round in three failed with "database is locked".
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        path = tmp_path / f"fresh{round_}.sqlite"
+        barrier = ctx.Barrier(2)
+        procs = [ctx.Process(target=_open_store_after, args=(barrier, path, i)) for i in range(2)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [proc.exitcode for proc in procs] == [0, 0], f"round {round_}"
+        with ResultStore(path) as store:
+            assert sorted(row.value for row in store.rows()) == [0.0, 1.0]
 
 
 def test_store_from_another_program_is_refused(tmp_path):

@@ -99,22 +99,27 @@ class ResultStore:
         try:
             self.db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
             self.db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self.db.execute("PRAGMA journal_mode = WAL")
+            self._retry_locked(lambda: self.db.execute("PRAGMA journal_mode = WAL"))
             self.db.execute("PRAGMA synchronous = NORMAL")
-            self._create(SCHEMA)
+            self._retry_locked(lambda: self.db.executescript(SCHEMA))
             self._check_layout()
-            self._create(INDEX)
+            self._retry_locked(lambda: self.db.executescript(INDEX))
         except sqlite3.DatabaseError as err:
             raise SalienceError(f"result store {self.path}: unreadable ({err}); move it away or pick another --store") from None
 
-    def _create(self, sql: str) -> None:
-        """Run schema SQL; retried because concurrent ranks race to create the table."""
-        for attempt in range(50):
+    @staticmethod
+    def _retry_locked(setup) -> None:
+        """Run one setup statement, retried while another rank holds the new file.
+
+        Concurrent ranks race to switch a fresh file to WAL and to create the table; SQLite
+        answers those with "database is locked" at once instead of waiting out the busy timeout.
+        """
+        for attempt in range(100):
             try:
-                self.db.executescript(sql)
+                setup()
                 return
             except sqlite3.OperationalError as err:
-                if "locked" not in str(err) or attempt == 49:
+                if "locked" not in str(err) or attempt == 99:
                     raise
                 time.sleep(0.1)
 
