@@ -25,8 +25,6 @@ which it used.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from typing import Callable
 
 import torch
@@ -39,8 +37,10 @@ from salience.methods import get_explainer
 from salience.methods.drise import best_match_similarity, target_vectors
 from salience.methods.masks import rise_masks
 from salience.methods.perturbation import pixel_fill
+from salience.metrics.cost import median_seconds
 from salience.models.detection import DetectorModel
-from salience.models.scene_detectors import WEIGHTS_DIR, as_detector_model, build_scene_detector, load_scene_detector
+from salience.models.head_checkpoint import WEIGHTS_DIR
+from salience.models.scene_detectors import as_detector_model, build_scene_detector, load_scene_detector
 from salience.train.recipes import detector_recipe
 
 DETECTORS = ("scene-detr", "scene-deformable-detr")
@@ -50,14 +50,7 @@ METHODS = ("eive", "odam", "gradcam", "chefer_detr")
 def seconds(fn: Callable[[], object], repeats: int, device: torch.device, warmup: Callable[[], object] | None = None) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls, after one call of ``warmup`` (default ``fn``)."""
     (warmup or fn)()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(fn, repeats, device)
 
 
 def detector(name: str, class_names, device: str, detections: int) -> tuple[DetectorModel, str]:

@@ -21,7 +21,7 @@ import salience as sl
 from salience.errors import SalienceError
 from salience.models.efficientnet_lite import build
 from salience.models.scene_deformable_detr import SceneDeformableDETR
-from salience.models.scene_detectors import head_state_dict
+from salience.models.head_checkpoint import head_state_dict
 from salience.models.scene_detr import SceneDETR
 
 

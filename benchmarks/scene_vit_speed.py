@@ -16,7 +16,7 @@ import torch
 
 from detector_speed import seconds_per_call
 from salience.models.efficientnet_lite import build
-from salience.models.scene_detectors import head_state_dict
+from salience.models.head_checkpoint import head_state_dict
 from salience.models.scene_vit import build_scene_vit
 from salience.train.classifier import CLASSIFIER_RECIPES
 

@@ -242,7 +242,8 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
 def scene_detectors(tmp_path_factory):
     """Untrained small scene detectors over the scene classes, saved where the plugin loads them."""
     from salience.data.scenes import SceneDataset
-    from salience.models.scene_detectors import build_scene_detector, save_scene_detector
+    from salience.models.head_checkpoint import save_head_checkpoint
+    from salience.models.scene_detectors import build_scene_detector
 
     folder = tmp_path_factory.mktemp("detectors")
     names = SceneDataset(1, "detection", 2).class_names
@@ -251,7 +252,7 @@ def scene_detectors(tmp_path_factory):
         module = build_scene_detector(dict(architecture=arch, num_classes=len(names), num_queries=6, d_model=32,
                                            heads=2, ffn=32, encoder_layers=1, decoder_layers=2, input_size=64,
                                            dropout=0.0))
-        save_scene_detector(module, names, folder / f"{arch}.pt")
+        save_head_checkpoint(module, names, folder / f"{arch}.pt")
     old = os.environ.get("BENCH_DETECTORS")
     os.environ["BENCH_DETECTORS"] = str(folder)
     yield folder

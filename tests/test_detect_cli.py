@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from salience.cli import app
 from salience.models import scene_detectors
-from salience.models.scene_detectors import save_scene_detector
+from salience.models.head_checkpoint import save_head_checkpoint
 from salience.models.scene_detr import SceneDETR
 from salience.viz import draw_detections
 
@@ -24,7 +24,7 @@ def shipped_detr(tmp_path, monkeypatch):
     """A random-head scene-detr saved where `sl.load_model("scene-detr")` looks."""
     weights = tmp_path / "weights"
     weights.mkdir()
-    save_scene_detector(SceneDETR(**SMALL, pretrained_backbone=False), ["cat", "dog", "car"], weights / "scene-detr.pt")
+    save_head_checkpoint(SceneDETR(**SMALL, pretrained_backbone=False), ["cat", "dog", "car"], weights / "scene-detr.pt")
     monkeypatch.setattr(scene_detectors, "WEIGHTS_DIR", weights)
     photo = tmp_path / "scene.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)).save(photo)

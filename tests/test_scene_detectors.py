@@ -10,13 +10,13 @@ from salience.errors import SalienceError
 from salience.models import scene_detectors
 from salience.models.detection import DeformableAttention, DetectorModel, GridAttention
 from salience.models.detr_parts import capture_cross_attention
+from salience.models.head_checkpoint import save_head_checkpoint
 from salience.models.scene_deformable_detr import MultiScaleDeformableAttention, SceneDeformableDETR
 from salience.models.scene_detectors import (
     as_detector_model,
     build_scene_detector,
     cxcywh_to_pixels,
     load_scene_detector,
-    save_scene_detector,
 )
 from salience.models.scene_detr import SceneDETR
 
@@ -155,7 +155,7 @@ def test_decoded_detections_follow_the_softmax_and_sigmoid_formulas(detr, deform
 
 def test_checkpoint_round_trip_through_the_loader(tmp_path, detr):
     path = tmp_path / "mine.pt"
-    save_scene_detector(detr, ["cat", "dog", "car"], path, meta={"epochs": 0})
+    save_head_checkpoint(detr, ["cat", "dog", "car"], path, meta={"epochs": 0})
     saved = torch.load(path, weights_only=True)
     assert saved["config"]["architecture"] == "scene-detr"
     assert not any(k.startswith("backbone.") for k in saved["state_dict"])
@@ -175,11 +175,11 @@ def test_shipped_names_load_from_the_weights_folder_or_fail_clearly(tmp_path, mo
     monkeypatch.setattr(scene_detectors, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(SalienceError, match="no weights"):
         sl.load_model("scene-deformable-detr")
-    save_scene_detector(deformable, ["a", "b", "c"], tmp_path / "scene-deformable-detr.pt")
+    save_head_checkpoint(deformable, ["a", "b", "c"], tmp_path / "scene-deformable-detr.pt")
     model = sl.load_model("scene-deformable-detr", score_threshold=0.2)
     assert model.task == "detection" and model.score_threshold == 0.2 and model.name == "scene-deformable-detr"
     with pytest.raises(SalienceError, match="class names"):
-        save_scene_detector(deformable, ["a"], tmp_path / "x.pt")
+        save_head_checkpoint(deformable, ["a"], tmp_path / "x.pt")
     with pytest.raises(SalienceError, match="architecture"):
         build_scene_detector({"architecture": "yolo"})
 

@@ -16,7 +16,8 @@ from salience.data.scenes import SceneDataset
 from salience.errors import SalienceError
 from salience.methods.attention_maps import patch_map
 from salience.models import scene_vit
-from salience.models.scene_vit import SceneViT, as_model, load_scene_vit, save_scene_vit
+from salience.models.head_checkpoint import save_head_checkpoint
+from salience.models.scene_vit import SceneViT, as_model, load_scene_vit
 from salience.targets import ClassTarget
 
 NAMES = ["a", "b", "c"]
@@ -150,7 +151,7 @@ def test_every_method_runs_batched_and_equals_single_images(method):
 def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     model = small(pretrained=True)
     path = tmp_path / "vit.pt"
-    save_scene_vit(model.module, NAMES, path, meta={"note": 1})
+    save_head_checkpoint(model.module, NAMES, path, meta={"note": 1})
     saved = torch.load(path, weights_only=True)
     assert not any(k.startswith("backbone.") for k in saved["state_dict"]) and saved["meta"] == {"note": 1}
     loaded = sl.load_model("scene-vit", name_or_path=path)
@@ -159,7 +160,7 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
         assert torch.equal(loaded(x), model(x))
     assert loaded.class_names == NAMES and loaded.name == "vit" and loaded.anatomy == model.anatomy
     with pytest.raises(SalienceError, match="2 class names for a model with 3 classes"):
-        save_scene_vit(model.module, NAMES[:2], path)
+        save_head_checkpoint(model.module, NAMES[:2], path)
 
 
 def test_missing_or_foreign_weights_are_clear_errors(tmp_path, monkeypatch):

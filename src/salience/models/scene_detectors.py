@@ -18,11 +18,11 @@ from ..errors import SalienceError
 from ..preprocessing import Preprocess
 from .detection import DetectorModel, Detections
 from .detr_parts import capture_cross_attention
+from .head_checkpoint import WEIGHTS_DIR, read_head_checkpoint
 from .scene_deformable_detr import SceneDeformableDETR
 from .scene_detr import SceneDETR, capture_attention
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"scene-detr": SceneDETR, "scene-deformable-detr": SceneDeformableDETR}
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite's normalisation
 
 
@@ -33,20 +33,6 @@ def build_scene_detector(config: dict, pretrained_backbone: bool = True) -> nn.M
     if name not in ARCHITECTURES:
         raise SalienceError(f"unknown detector architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[name](**config, pretrained_backbone=pretrained_backbone)
-
-
-def head_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable weights: everything except the frozen backbone."""
-    return {k: v for k, v in module.state_dict().items() if not k.startswith("backbone.")}
-
-
-def save_scene_detector(module: nn.Module, class_names: Sequence[str], path: str | Path, meta: dict | None = None) -> None:
-    """Write a head-only checkpoint that `load_scene_detector` reads."""
-    if len(class_names) != module.config["num_classes"]:
-        raise SalienceError(f"{len(class_names)} class names for a model with {module.config['num_classes']} classes")
-    checkpoint = {"config": dict(module.config), "class_names": list(class_names),
-                  "state_dict": head_state_dict(module), "meta": dict(meta or {})}
-    torch.save(checkpoint, path)
 
 
 def decode_softmax(raw: dict, input_size: tuple[int, int]) -> Detections:
@@ -99,16 +85,9 @@ def load_scene_detector(
     if not path.is_file():
         raise SalienceError(f"no weights for detector '{name_or_path}': {path} is missing (train it first, "
                             "see docs/models.md)")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or not {"config", "class_names", "state_dict"} <= set(checkpoint):
-        raise SalienceError(f"{path} is not a scene detector checkpoint (config, class_names, state_dict)")
-    module = build_scene_detector(checkpoint["config"])
-    missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
-    missing = [k for k in missing if not k.startswith("backbone.")]
-    if missing or unexpected:
-        raise SalienceError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    module, class_names = read_head_checkpoint(path, "scene detector", build_scene_detector)
     name = str(name_or_path) if str(name_or_path) in ARCHITECTURES else path.stem
-    return as_detector_model(module, checkpoint["class_names"], score_threshold, top_k, resize, name)
+    return as_detector_model(module, class_names, score_threshold, top_k, resize, name)
 
 
 def load_scene_detr(**kwargs) -> DetectorModel:

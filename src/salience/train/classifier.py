@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -18,10 +18,11 @@ import torch.nn.functional as F
 
 from ..data.scenes import SceneDataset
 from ..errors import SalienceError
-from ..models.scene_vit import build_scene_vit, save_scene_vit
+from ..models.head_checkpoint import save_head_checkpoint
+from ..models.scene_vit import build_scene_vit
 from .features import FeatureCache, cached_features
 from .loop import Schedule, fit
-from .recipes import HELD_OUT_SEED, TRAIN_SEED
+from .recipes import HELD_OUT_SEED, TRAIN_SEED, shortened
 
 LEVEL = 1  # C16, the ViT's patch grid
 
@@ -54,12 +55,7 @@ def classifier_recipe(name: str, steps: int | None = None, n_train: int | None =
     """A named recipe, optionally shortened (``steps``, ``n_train``)."""
     if name not in CLASSIFIER_RECIPES:
         raise SalienceError(f"no classifier recipe '{name}'; known: {', '.join(CLASSIFIER_RECIPES)}")
-    recipe = CLASSIFIER_RECIPES[name]
-    if steps is not None:
-        recipe = replace(recipe, schedule=replace(recipe.schedule, steps=steps))
-    if n_train is not None:
-        recipe = replace(recipe, n_train=n_train)
-    return recipe
+    return shortened(CLASSIFIER_RECIPES[name], steps, n_train)
 
 
 def classification_features(work_dir: Path, n: int, seed: int, input_size: int, progress: bool) -> FeatureCache:
@@ -118,6 +114,6 @@ def train_classifier(name: str, work_dir: str | Path, out: str | Path | None = N
             "torch": str(torch.__version__), "wall_seconds_this_call": round(time.perf_counter() - started, 1)}
     out = Path(out) if out is not None else run_dir / f"{name}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_scene_vit(module, class_names, out, meta=meta)
+    save_head_checkpoint(module, class_names, out, meta=meta)
     (run_dir / "result.json").write_text(json.dumps(meta, indent=2))
     return meta

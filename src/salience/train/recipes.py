@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -21,7 +21,8 @@ from ..data.scenes import SceneDataset
 from ..errors import SalienceError
 from ..methods.eive import query_maps
 from ..models.detr_parts import capture_cross_attention
-from ..models.scene_detectors import DECODERS, build_scene_detector, save_scene_detector
+from ..models.head_checkpoint import save_head_checkpoint
+from ..models.scene_detectors import DECODERS, build_scene_detector
 from .coco_eval import evaluate_detector
 from .detection import SetCriterion
 from .features import cached_features
@@ -64,16 +65,21 @@ DETECTOR_RECIPES = {
 }
 
 
+def shortened(recipe, steps: int | None, n_train: int | None):
+    """A recipe (detector or classifier) with fewer ``steps`` or training scenes, where given."""
+    if steps is not None:
+        recipe = replace(recipe, schedule=replace(recipe.schedule, steps=steps))
+    if n_train is not None:
+        recipe = replace(recipe, n_train=n_train)
+    return recipe
+
+
 def detector_recipe(name: str, steps: int | None = None, n_train: int | None = None,
                     attention_weight: float | None = None) -> DetectorRecipe:
     """A named recipe, optionally shortened (``steps``, ``n_train``) or with the AAJTS term on."""
     if name not in DETECTOR_RECIPES:
         raise SalienceError(f"no detector recipe '{name}'; known: {', '.join(DETECTOR_RECIPES)}")
-    recipe = DETECTOR_RECIPES[name]
-    if steps is not None:
-        recipe = replace(recipe, schedule=replace(recipe.schedule, steps=steps))
-    if n_train is not None:
-        recipe = replace(recipe, n_train=n_train)
+    recipe = shortened(DETECTOR_RECIPES[name], steps, n_train)
     if attention_weight is not None:
         recipe = replace(recipe, criterion=replace(recipe.criterion, attention_weight=attention_weight))
     return recipe
@@ -130,6 +136,6 @@ def train_detector(name: str, work_dir: str | Path, out: str | Path | None = Non
             "torch": str(torch.__version__), "wall_seconds_this_call": round(time.perf_counter() - started, 1)}
     out = Path(out) if out is not None else run_dir / f"{name}.pt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_scene_detector(module, class_names, out, meta=meta)
+    save_head_checkpoint(module, class_names, out, meta=meta)
     (run_dir / "result.json").write_text(json.dumps(meta, indent=2))
     return meta

@@ -1,0 +1,49 @@
+"""Head-only checkpoints of the project's models on a frozen pretrained backbone.
+
+A checkpoint is ``{"config", "class_names", "state_dict", "meta"}``; its state dict holds
+everything but ``backbone.*``, whose weights come from the backbone's own pretrained file, so
+the shipped models stay a few MB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import SalienceError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+FIELDS = {"config", "class_names", "state_dict"}
+
+
+def head_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable weights: everything except the frozen backbone."""
+    return {k: v for k, v in module.state_dict().items() if not k.startswith("backbone.")}
+
+
+def save_head_checkpoint(module: nn.Module, class_names: Sequence[str], path: str | Path, meta: dict | None = None) -> None:
+    """Write the checkpoint of ``module`` (which carries its ``config``) that `read_head_checkpoint` reads."""
+    if len(class_names) != module.config["num_classes"]:
+        raise SalienceError(f"{len(class_names)} class names for a model with {module.config['num_classes']} classes")
+    torch.save({"config": dict(module.config), "class_names": list(class_names),
+                "state_dict": head_state_dict(module), "meta": dict(meta or {})}, path)
+
+
+def read_head_checkpoint(path: Path, kind: str, build: Callable[[dict], nn.Module]) -> tuple[nn.Module, list[str]]:
+    """The module ``build(config)`` with the checkpoint's head weights, and its class names.
+
+    ``kind`` names the model in errors: a file that is not such a checkpoint, or whose weights
+    do not fit its config, is refused with one line.
+    """
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or not FIELDS <= set(checkpoint):
+        raise SalienceError(f"{path} is not a {kind} checkpoint (config, class_names, state_dict)")
+    module = build(checkpoint["config"])
+    missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
+    missing = [k for k in missing if not k.startswith("backbone.")]
+    if missing or unexpected:
+        raise SalienceError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return module, checkpoint["class_names"]
