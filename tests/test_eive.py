@@ -11,10 +11,15 @@ from torch import nn
 import salience as sl
 from salience.detection_targets import DetectionTarget
 from salience.errors import SalienceError, TargetError
-from salience.methods.eive import fuse_layers, splat
+from salience.methods.eive import fuse_layers, splat_levels
 from salience.models.detection import (CrossAttentionRecord, DeformableAttention, DetectorModel, Detections,
                                        GridAttention)
 from salience.preprocessing import Preprocess
+
+
+def splat(locations, weights, shape):
+    """One level of `splat_levels`."""
+    return splat_levels(locations[..., None, :, :], weights[..., None, :], [shape])[0]
 
 
 def test_splat_at_a_cell_centre_lands_in_that_cell():
@@ -32,6 +37,17 @@ def test_splat_between_four_centres_shares_equally_and_drops_mass_outside():
     assert out.sum() == pytest.approx(2.0)
     corner = splat(torch.tensor([[[0.0, 0.0]]]), torch.ones(1, 1), (2, 2))[0]
     assert corner.sum() == pytest.approx(0.25)  # three of the four neighbours are outside
+
+
+def test_levels_splatted_together_equal_each_level_alone():
+    torch.manual_seed(0)
+    locations, weights = torch.rand(2, 3, 2, 5, 2) * 1.2 - 0.1, torch.rand(2, 3, 2, 5)
+    shapes = [(6, 8), (3, 4)]
+    together = splat_levels(locations, weights, shapes)
+    for level, shape in enumerate(shapes):
+        alone = splat(locations[..., level, :, :], weights[..., level, :], shape)
+        torch.testing.assert_close(together[level], alone)
+    assert [m.shape for m in together] == [(2, 3, 6, 8), (2, 3, 3, 4)]
 
 
 def test_fusion_closed_forms():

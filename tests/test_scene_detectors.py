@@ -171,6 +171,24 @@ def test_checkpoint_round_trip_through_the_loader(tmp_path, detr):
     assert len(kept[0]) == 3
 
 
+def test_checkpoint_prefix_loads_by_the_recorded_architecture(tmp_path, deformable):
+    path = tmp_path / "trained.pt"
+    save_head_checkpoint(deformable, ["a", "b", "c"], path)
+    model = sl.load_model(f"checkpoint:{path}", score_threshold=0.1)
+    assert isinstance(model.module, SceneDeformableDETR) and model.score_threshold == 0.1 and model.name == "trained"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.module.head(model.module.backbone(x))["logits"], model(x).logits)
+    with pytest.raises(SalienceError, match="no checkpoint file"):
+        sl.load_model(f"checkpoint:{tmp_path / 'absent.pt'}")
+    torch.save({"config": {"architecture": "yolo"}, "class_names": [], "state_dict": {}}, tmp_path / "yolo.pt")
+    with pytest.raises(SalienceError, match="unknown architecture 'yolo'; known: scene-detr"):
+        sl.load_model(f"checkpoint:{tmp_path / 'yolo.pt'}")
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(SalienceError, match="not a salience checkpoint"):
+        sl.load_model(f"checkpoint:{tmp_path / 'list.pt'}")
+
+
 def test_shipped_names_load_from_the_weights_folder_or_fail_clearly(tmp_path, monkeypatch, deformable):
     monkeypatch.setattr(scene_detectors, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(SalienceError, match="no weights"):

@@ -155,9 +155,10 @@ def test_checkpoint_round_trip_gives_identical_logits(tmp_path):
     saved = torch.load(path, weights_only=True)
     assert not any(k.startswith("backbone.") for k in saved["state_dict"]) and saved["meta"] == {"note": 1}
     loaded = sl.load_model("scene-vit", name_or_path=path)
+    by_prefix = sl.load_model(f"checkpoint:{path}")
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.equal(loaded(x), model(x))
+        assert torch.equal(loaded(x), model(x)) and torch.equal(by_prefix(x), model(x))
     assert loaded.class_names == NAMES and loaded.name == "vit" and loaded.anatomy == model.anatomy
     with pytest.raises(SalienceError, match="2 class names for a model with 3 classes"):
         save_head_checkpoint(model.module, NAMES[:2], path)

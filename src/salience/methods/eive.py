@@ -8,7 +8,7 @@ detector's own forward pass, captured while it runs (`DetectorModel.capture_cros
 Per layer, a query's attention becomes a map on a token grid: single-scale DETRs give
 weights over the encoder's h×w grid (`GridAttention`); deformable DETRs give sampling
 points, whose weights are splatted bilinearly at their locations on each level's grid, each
-level resized to the finest grid (mass kept) and summed (`splat_deformable`). Heads are
+level resized to the finest grid (mass kept) and summed (`deformable_maps`). Heads are
 reduced (mean or max) and each layer's map is normalised to sum 1.
 
 CLHCF (cross-layer hybrid consensus fusion). The paper does not publish its formulas; ours
@@ -43,35 +43,33 @@ FUSIONS = ("hybrid", "mean", "product", "last")
 HEAD_REDUCTIONS = ("mean", "max")
 
 
-def grid_layer_maps(layer: GridAttention, target: DetectionTarget) -> torch.Tensor:
-    """(N, heads, h, w): the target queries' attention over the token grid."""
-    w = layer.weights
-    return w[target.image_index.to(w.device), :, target.queries.to(w.device)]
+def splat_levels(locations: torch.Tensor, weights: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """Splat point weights bilinearly onto each level's h×w grid, in one scatter.
 
-
-def splat(locations: torch.Tensor, weights: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Splat point weights bilinearly onto an h×w grid.
-
-    ``locations`` (..., P, 2) are (x, y) in [0, 1] of the map (grid_sample's
-    ``align_corners=False`` convention: cell centres at (i + 0.5) / w); ``weights`` (..., P).
-    Returns (..., h, w). Mass falling outside the grid is dropped, as a bilinear sample
-    there would read zero padding.
+    ``locations`` (..., levels, P, 2) are (x, y) in [0, 1] of each level's map (grid_sample's
+    ``align_corners=False`` convention: cell centres at (i + 0.5) / w); ``weights``
+    (..., levels, P). Returns one (..., h, w) map per level. Mass falling outside a grid is
+    dropped, as a bilinear sample there would read zero padding.
     """
-    h, w = shape
-    lead = weights.shape[:-1]
+    lead = weights.shape[:-2]
+    grid = torch.tensor(shapes, device=weights.device)  # (levels, 2): h, w
+    h, w = grid[:, :1], grid[:, 1:]
+    sizes = grid[:, 0] * grid[:, 1]
+    offsets = (sizes.cumsum(0) - sizes)[:, None]
     px = locations[..., 0] * w - 0.5
     py = locations[..., 1] * h - 0.5
     x0, y0 = px.floor(), py.floor()
     fx, fy = px - x0, py - y0
-    out = weights.new_zeros(*lead, h * w).reshape(-1, h * w)
-    flat_w = weights.reshape(out.shape[0], -1)
+    indices, values = [], []
     for dx, dy, share in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
         xi, yi = (x0 + dx).long(), (y0 + dy).long()
         inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-        index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).reshape(out.shape[0], -1)
-        value = (share * inside).reshape(out.shape[0], -1) * flat_w
-        out.scatter_add_(1, index, value)
-    return out.reshape(*lead, h, w)
+        indices.append(torch.minimum(yi.clamp(min=0), h - 1) * w + torch.minimum(xi.clamp(min=0), w - 1) + offsets)
+        values.append(share * inside * weights)
+    columns = 4 * weights.shape[-1] * weights.shape[-2]
+    out = weights.new_zeros(lead.numel(), int(sizes.sum()))
+    out.scatter_add_(1, torch.stack(indices, -1).reshape(-1, columns), torch.stack(values, -1).reshape(-1, columns))
+    return [level.reshape(*lead, *shape) for level, shape in zip(out.split(sizes.tolist(), 1), shapes)]
 
 
 def deformable_maps(locations: torch.Tensor, weights: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> torch.Tensor:
@@ -84,20 +82,13 @@ def deformable_maps(locations: torch.Tensor, weights: torch.Tensor, shapes: Sequ
     finest = max(shapes, key=lambda s: s[0] * s[1])
     lead = weights.shape[:-2]
     total = 0
-    for level, shape in enumerate(shapes):
-        level_map = splat(locations[..., level, :, :], weights[..., level, :], shape)
+    for level_map, shape in zip(splat_levels(locations, weights, shapes), shapes):
         if tuple(shape) != tuple(finest):
             level_map = F.interpolate(level_map.reshape(-1, 1, *shape), size=finest, mode="bilinear",
                                       align_corners=False).reshape(*lead, *finest)
             level_map = level_map * (shape[0] * shape[1]) / (finest[0] * finest[1])
         total = total + level_map
     return total
-
-
-def splat_deformable(layer: DeformableAttention, target: DetectionTarget) -> torch.Tensor:
-    """(N, heads, h, w): the target queries' sampling points as maps (`deformable_maps`)."""
-    b, q = target.image_index.to(layer.weights.device), target.queries.to(layer.weights.device)
-    return deformable_maps(layer.locations[b, q], layer.weights[b, q], layer.level_shapes)
 
 
 def query_maps(layer: GridAttention | DeformableAttention) -> torch.Tensor:
@@ -108,11 +99,26 @@ def query_maps(layer: GridAttention | DeformableAttention) -> torch.Tensor:
     return deformable_maps(layer.locations, layer.weights, layer.level_shapes).mean(2)
 
 
-def layer_map(layer: GridAttention | DeformableAttention, target: DetectionTarget, head_reduction: str) -> torch.Tensor:
-    """(N, h, w): one decoder layer's map per target row, heads reduced, summing to 1."""
-    maps = grid_layer_maps(layer, target) if isinstance(layer, GridAttention) else splat_deformable(layer, target)
-    maps = maps.float().mean(1) if head_reduction == "mean" else maps.float().amax(1)
-    return maps / maps.sum((1, 2), keepdim=True).clamp_min(1e-12)
+def layer_maps(layers: Sequence[GridAttention | DeformableAttention], target: DetectionTarget,
+               head_reduction: str) -> torch.Tensor:
+    """(L, N, h, w): every decoder layer's map per target row, heads reduced, each summing to 1.
+
+    Single-scale: the target queries' attention over the token grid; deformable: their
+    sampling points as maps (`deformable_maps`), all layers splatted together.
+    """
+    device = layers[0].weights.device
+    b, q = target.image_index.to(device), target.queries.to(device)
+    if isinstance(layers[0], GridAttention):
+        maps = torch.stack([layer.weights[b, :, q] for layer in layers])
+    else:
+        locations = torch.stack([layer.locations[b, q] for layer in layers])  # (L, N, heads, levels, P, 2)
+        weights = torch.stack([layer.weights[b, q] for layer in layers])
+        if head_reduction == "mean":  # splatting is linear: the heads' mean is one splat of all their points
+            locations = locations.transpose(2, 3).flatten(3, 4)[:, :, None]
+            weights = weights.transpose(2, 3).flatten(3, 4)[:, :, None] / weights.shape[2]
+        maps = deformable_maps(locations, weights, layers[0].level_shapes)
+    maps = maps.float().mean(2) if head_reduction == "mean" else maps.float().amax(2)
+    return maps / maps.sum((-1, -2), keepdim=True).clamp_min(1e-12)
 
 
 def fuse_layers(maps: torch.Tensor, fusion: str = "hybrid", mix: float = 0.5,
@@ -178,7 +184,7 @@ class EIVE(Explainer):
         target = resolve_for(model, target, detections)
         if not record.layers:
             raise SalienceError(f"{model.name} recorded no decoder cross-attention during its forward pass")
-        per_layer = torch.stack([layer_map(layer, target, self.head_reduction) for layer in record.layers])
+        per_layer = layer_maps(record.layers, target, self.head_reduction)
         fused = fuse_layers(per_layer, self.fusion, self.mix, self.layer_weights)
         maps = F.interpolate(fused[:, None], size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)[:, 0]
         if model.device.type == "cuda":

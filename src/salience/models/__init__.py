@@ -1,5 +1,5 @@
-"""Loading models: bundled names, ``timm:NAME``, ``hf:NAME``, ``open_clip:ARCH/PRETRAINED``
-and `wrap` for any module."""
+"""Loading models: bundled names, ``timm:NAME``, ``hf:NAME``, ``open_clip:ARCH/PRETRAINED``,
+``checkpoint:PATH`` and `wrap` for any module."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ PREFIXES: dict[str, str] = {
     "timm": "salience.models.timm_loader:load_timm",
     "hf": "salience.models.hf_loader:load_hf",
     "open_clip": "salience.models.clip:load_open_clip",
+    "checkpoint": "salience.models.head_checkpoint:load_checkpoint",
 }
 
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -44,7 +45,8 @@ def available_models() -> list[str]:
 
 def load_model(name: str = DEFAULT_MODEL, device: str | None = None, **kwargs) -> Model:
     """A `Model` by name: a bundled one (``efficientnet_lite0``), ``timm:NAME``, ``hf:NAME``
-    or ``open_clip:ARCH/PRETRAINED`` (a zero-shot `ClipModel`; so is ``hf:`` of a CLIPModel).
+    or ``open_clip:ARCH/PRETRAINED`` (a zero-shot `ClipModel`; so is ``hf:`` of a CLIPModel),
+    or ``checkpoint:PATH`` (a scene model trained with ``salience train``).
 
     Hub names load through the hub library's own code (weights cached or local paths);
     a local directory saved with ``save_pretrained`` works with ``hf:PATH``.

@@ -32,18 +32,41 @@ def save_head_checkpoint(module: nn.Module, class_names: Sequence[str], path: st
                 "state_dict": head_state_dict(module), "meta": dict(meta or {})}, path)
 
 
+def _read(path: Path, kind: str) -> dict:
+    """The checkpoint dict at ``path``; anything else is refused with one line."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(checkpoint, dict) or not FIELDS <= set(checkpoint):
+        raise SalienceError(f"{path} is not a {kind} checkpoint (config, class_names, state_dict)")
+    return checkpoint
+
+
 def read_head_checkpoint(path: Path, kind: str, build: Callable[[dict], nn.Module]) -> tuple[nn.Module, list[str]]:
     """The module ``build(config)`` with the checkpoint's head weights, and its class names.
 
     ``kind`` names the model in errors: a file that is not such a checkpoint, or whose weights
     do not fit its config, is refused with one line.
     """
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(checkpoint, dict) or not FIELDS <= set(checkpoint):
-        raise SalienceError(f"{path} is not a {kind} checkpoint (config, class_names, state_dict)")
+    checkpoint = _read(path, kind)
     module = build(checkpoint["config"])
     missing, unexpected = module.load_state_dict(checkpoint["state_dict"], strict=False)
     missing = [k for k in missing if not k.startswith("backbone.")]
     if missing or unexpected:
         raise SalienceError(f"{path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return module, checkpoint["class_names"]
+
+
+def load_checkpoint(path: str, **kwargs):
+    """The `Model` of any checkpoint written by ``salience train`` (``checkpoint:PATH``), loaded by
+    the architecture its config records; ``kwargs`` go to that model's loader."""
+    from .scene_detectors import ARCHITECTURES, load_scene_detector
+    from .scene_vit import NAME, load_scene_vit
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise SalienceError(f"no checkpoint file {file}")
+    architecture = _read(file, "salience").get("config", {}).get("architecture")
+    if architecture in ARCHITECTURES:
+        return load_scene_detector(file, **kwargs)
+    if architecture == NAME:
+        return load_scene_vit(file, **kwargs)
+    raise SalienceError(f"{file}: unknown architecture {architecture!r}; known: {', '.join([*ARCHITECTURES, NAME])}")

@@ -174,6 +174,6 @@ def load_scene_vit(name_or_path: str | Path = NAME, resize: str = "resize") -> M
     path = WEIGHTS_DIR / f"{NAME}.pt" if shipped else Path(name_or_path)
     if not path.is_file():
         raise SalienceError(f"no weights for '{name_or_path}': {path} is missing (train them with "
-                            "salience.train.classifier.train_classifier, see docs/models.md)")
+                            "`salience train vit`, see docs/models.md)")
     module, class_names = read_head_checkpoint(path, NAME, build_scene_vit)
     return as_model(module, class_names, resize, NAME if shipped else path.stem)
