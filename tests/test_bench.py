@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-import os
-import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,8 +25,8 @@ from salience.bench.store import KEY
 from salience.errors import SalienceError
 from salience.images import ImageBatch
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
+from .bench_runs import ENV, REPO, kill_bench_midway
+
 METRICS = ["test_deletion", "test_energy", "test_mean"]
 bench_plugin = None  # the test-only plugin module, registered only while this file's tests run
 
@@ -201,20 +198,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
     killed["methods"][0]["params"]["noise"] = 0.5
     killed["metrics"] = metrics
     path = write_config(tmp_path, killed)
-    proc = subprocess.Popen([sys.executable, "-m", "salience.bench", "bench", "--config", str(path)],
-                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    count = 0
-    while time.time() < deadline and proc.poll() is None and count < 10:
-        if Path(killed["store"]).exists():
-            try:
-                count = sqlite3.connect(killed["store"], timeout=1).execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            except sqlite3.OperationalError:
-                count = 0
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_bench_midway(path, killed["store"], 10, timeout=60)
     partial = table(killed["store"])
     assert 10 <= len(partial) < len(full) and len(partial) % 6 == 4, len(partial)  # killed inside batch 2
 

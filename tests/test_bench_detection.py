@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -27,8 +25,8 @@ from salience.bench.store import KEY
 from salience.errors import SalienceError
 from salience.images import ImageBatch
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
+from .bench_runs import ENV, REPO, kill_bench_midway
+
 PLUGIN = "tests.bench_detection_plugin"
 INSTANCE = ["pointing_game", "energy_pointing_game", "miou", "wrong_instance"]
 CURVES = ["insertion", "deletion", {"name": "deletion", "params": {"score": "drise"}}]
@@ -209,19 +207,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
     killed = {**reference, "store": str(tmp_path / "killed.sqlite")}
     path = tmp_path / "killed.yaml"
     path.write_text(yaml.safe_dump(killed))
-    proc = subprocess.Popen([sys.executable, "-m", "salience.bench", "bench", "--config", str(path)],
-                            cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline, count = time.time() + 120, 0
-    while time.time() < deadline and proc.poll() is None and count < len(full) // 2:
-        if Path(killed["store"]).exists():
-            try:
-                count = sqlite3.connect(killed["store"], timeout=1).execute("SELECT COUNT(*) FROM results").fetchone()[0]
-            except sqlite3.OperationalError:
-                count = 0
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_bench_midway(path, killed["store"], len(full) // 2, timeout=120)
     partial = table(killed["store"])
     assert 0 < len(partial) < len(full)
     result = subprocess.run([sys.executable, "-m", "salience.bench", "bench", "--config", str(path), "--resume"],

@@ -18,11 +18,10 @@ import torch.nn.functional as F
 
 from ..data.scenes import SceneDataset
 from ..errors import SalienceError
-from ..models.head_checkpoint import save_head_checkpoint
 from ..models.scene_vit import build_scene_vit
 from .features import FeatureCache, cached_features
 from .loop import Schedule, fit
-from .recipes import HELD_OUT_SEED, TRAIN_SEED, shortened
+from .recipes import HELD_OUT_SEED, TRAIN_SEED, save_trained, shortened
 
 LEVEL = 1  # C16, the ViT's patch grid
 
@@ -109,11 +108,5 @@ def train_classifier(name: str, work_dir: str | Path, out: str | Path | None = N
     log = fit(module, loss_fn, len(train), recipe.schedule, run_dir, recipe=recipe.to_dict(), progress=progress,
               description=name, validate=validate, validate_every=validate_every)
     module.eval()
-    meta = {"recipe": recipe.to_dict(), "train_seconds": log[-1]["seconds"], "steps": recipe.schedule.steps,
-            "held_out": {"top1": top1(module, held_x, held_y), "n": len(held_out), "seed": HELD_OUT_SEED},
-            "torch": str(torch.__version__), "wall_seconds_this_call": round(time.perf_counter() - started, 1)}
-    out = Path(out) if out is not None else run_dir / f"{name}.pt"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_head_checkpoint(module, class_names, out, meta=meta)
-    (run_dir / "result.json").write_text(json.dumps(meta, indent=2))
-    return meta
+    held_out_scores = {"top1": top1(module, held_x, held_y), "n": len(held_out)}
+    return save_trained(module, class_names, recipe, log, held_out_scores, run_dir, out or run_dir / f"{name}.pt", started)

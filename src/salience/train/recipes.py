@@ -131,10 +131,18 @@ def train_detector(name: str, work_dir: str | Path, out: str | Path | None = Non
               description=name, validate=validate, validate_every=validate_every)
     module.eval()
     scores = evaluate_detector(module.head, decode, held_levels, held_out.targets, size, len(class_names))
+    return save_trained(module, class_names, recipe, log, {**scores, "n": len(held_out)}, run_dir,
+                        out or run_dir / f"{name}.pt", started)
+
+
+def save_trained(module, class_names: list[str], recipe, log: list[dict], held_out: dict, run_dir: Path,
+                 out: str | Path, started: float) -> dict:
+    """Write the trained head's checkpoint to ``out`` and its ``meta`` to ``run_dir/result.json``;
+    return the ``meta``: recipe, training time (``log``'s last entry) and ``held_out`` scores."""
     meta = {"recipe": recipe.to_dict(), "train_seconds": log[-1]["seconds"], "steps": recipe.schedule.steps,
-            "held_out": {**scores, "n": len(held_out), "seed": HELD_OUT_SEED},
+            "held_out": {**held_out, "seed": HELD_OUT_SEED},
             "torch": str(torch.__version__), "wall_seconds_this_call": round(time.perf_counter() - started, 1)}
-    out = Path(out) if out is not None else run_dir / f"{name}.pt"
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_head_checkpoint(module, class_names, out, meta=meta)
     (run_dir / "result.json").write_text(json.dumps(meta, indent=2))
