@@ -3,8 +3,9 @@
 For scene-detr and scene-deformable-detr, on one held-out generated scene (seed 2): EIVE (goal
 ≤ 1.1×), D-RISE (5000 masks, the paper's setting), ODAM, Grad-CAM and chefer_detr, each called
 as `sl.explain` calls it (its own clean pass and target resolution included), timed as the
-median of ``--repeats`` calls after a warm-up (D-RISE: ``--drise-repeats``, warmed up on a few
-masks), divided by the median time of one detector forward pass of that image.
+median of ``--repeats`` calls after a warm-up, alternating with forward passes (D-RISE: ``--drise-repeats``, warmed up on a few
+masks), divided by the median time of one detector forward pass of that image (inference
+mode, decoding included, as `metrics.cost` times it).
 
 D-RISE also gets seconds per image, masks per second and its ratio to a naive loop: one
 forward per mask with no batching, as one peer implementation does (same masks, same
@@ -19,12 +20,15 @@ which it used.
 
     PYTHONPATH=src python benchmarks/detector_methods_speed.py [--device cpu|cuda] [--threads 1]
         [--repeats 5] [--drise-masks 5000] [--drise-repeats 1] [--drise-batch B] [--naive-masks 200]
-        [--detections 4] [--image 0]
+        [--detections 4] [--image 0] [--methods eive,odam,gradcam,chefer_detr,drise]
+
+``--methods`` times only the listed methods (``drise`` includes the naive loop).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 from typing import Callable
 
 import torch
@@ -44,13 +48,23 @@ from salience.models.scene_detectors import as_detector_model, build_scene_detec
 from salience.train.recipes import detector_recipe
 
 DETECTORS = ("scene-detr", "scene-deformable-detr")
-METHODS = ("eive", "odam", "gradcam", "chefer_detr")
+METHODS = ("eive", "odam", "gradcam", "chefer_detr", "drise")
 
 
 def seconds(fn: Callable[[], object], repeats: int, device: torch.device, warmup: Callable[[], object] | None = None) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls, after one call of ``warmup`` (default ``fn``)."""
     (warmup or fn)()
     return median_seconds(fn, repeats, device)
+
+
+def interleaved_ratio(fn: Callable[[], object], forward: Callable[[], object], repeats: int,
+                      device: torch.device) -> tuple[float, float]:
+    """``fn``'s median seconds and its ratio to ``forward``'s, the two called alternately
+    (after one warm-up each) so that the machine's drifting load hits both alike."""
+    fn(), forward()
+    pairs = [(median_seconds(fn, 1, device), median_seconds(forward, 1, device)) for _ in range(repeats)]
+    t_fn, t_forward = (statistics.median(column) for column in zip(*pairs))
+    return t_fn, t_fn / t_forward
 
 
 def detector(name: str, class_names, device: str, detections: int) -> tuple[DetectorModel, str]:
@@ -89,7 +103,11 @@ def main() -> None:
     parser.add_argument("--naive-masks", type=int, default=200)
     parser.add_argument("--detections", type=int, default=4, help="untrained detectors: queries explained")
     parser.add_argument("--image", type=int, default=0, help="index of the held-out scene (seed 2)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     args = parser.parse_args()
+    methods = args.methods.split(",")
+    if set(methods) - set(METHODS):
+        parser.error(f"unknown methods {sorted(set(methods) - set(METHODS))}; known: {', '.join(METHODS)}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     scenes = SceneDataset(args.image + 1, "detection", seed=2)
@@ -100,23 +118,26 @@ def main() -> None:
         model, source = detector(name, scenes.class_names, args.device, args.detections)
         x, _ = model.prepare(ImageBatch([photo], ["scene"]))
         n_kept = len(model.detections(x)[1][0])
-        forward = seconds(lambda: model(x), args.repeats, device, warmup=lambda: model(x)) if n_kept else 0.0
+        forward = seconds(lambda: model.detections(x), args.repeats, device) if n_kept else 0.0  # inference mode
         print(f"\n{name}: {source}\n  {n_kept} kept detections; one forward pass {forward * 1000:.1f} ms")
         if not n_kept:
             print("  no detection to explain on this image; pick another with --image")
             continue
-        for method in METHODS:
+        for method in [m for m in methods if m != "drise"]:
             explainer = get_explainer(method)
             try:
-                t = seconds(lambda: explainer(model, x, "all"), args.repeats, device)
+                t, ratio = interleaved_ratio(lambda: explainer(model, x, "all"), lambda: model.detections(x),
+                                             args.repeats, device)
             except SalienceError as err:
                 print(f"  {method:<12} n/a: {err}")
                 continue
-            print(f"  {method:<12} {t * 1000:10.1f} ms  {t / forward:8.2f}x forward")
+            print(f"  {method:<12} {t * 1000:10.1f} ms  {ratio:8.2f}x forward (timed alternately with it)")
+        if "drise" not in methods:
+            continue
         drise = get_explainer("drise", n_masks=args.drise_masks, batch_size=args.drise_batch)
         t = seconds(lambda: drise(model, x, "all"), args.drise_repeats, device,
                     warmup=lambda: get_explainer("drise", n_masks=8)(model, x, "all"))
-        batch = drise.batch_for(device, cpu=4, gpu=32)
+        batch = drise.masks_per_forward(device)
         print(f"  {'drise':<12} {t * 1000:10.1f} ms  {t / forward:8.2f}x forward  ({args.drise_masks} masks, batches of "
               f"{batch}: {t:.1f} s per image, {args.drise_masks / t:.1f} masks/s)")
         rows = resolve_detection_target("all", model.detections(x)[1], model.class_names)

@@ -139,6 +139,11 @@ class DRISE(Explainer):
             raise SalienceError(f"p1 must be in (0, 1], got {p1}")
         self.n_masks, self.grid_size, self.p1, self.seed = n_masks, grid_size, p1, seed
 
+    def masks_per_forward(self, device: torch.device) -> int:
+        """Masked images per detector forward: ``batch_size``, else 1 on CPU (batching does not
+        pay there, docs/benchmarks.md) and 32 on GPU."""
+        return self.batch_for(device, cpu=1, gpu=32)
+
     def attribute(self, model: DetectorModel, x: torch.Tensor, target: DetectionTarget) -> torch.Tensor:
         check_detection_target(model, target, self.name)
         n, _, h, w = x.shape
@@ -147,7 +152,7 @@ class DRISE(Explainer):
                   for image, row in first_rows(target.image_index).items()]
         fill = pixel_fill(model, 0.0, x.device)
         saliency = torch.zeros(n, h * w, device=x.device)
-        batch = self.batch_for(x.device, cpu=1, gpu=32)
+        batch = self.masks_per_forward(x.device)
         with torch.inference_mode():
             for mask in rise_masks(self.n_masks, (h, w), self.grid_size, self.p1, self.seed, batch, x.device):
                 flat = mask.flatten(1)  # (m, H·W)
