@@ -13,31 +13,30 @@ from __future__ import annotations
 
 import argparse
 import io
-import time
 
 import torch
 
 import salience as sl
 from salience.errors import SalienceError
+from salience.metrics.cost import median_seconds
 from salience.models.efficientnet_lite import build
-from salience.models.scene_deformable_detr import SceneDeformableDETR
 from salience.models.head_checkpoint import head_state_dict
+from salience.models.scene_deformable_detr import SceneDeformableDETR
 from salience.models.scene_detr import SceneDETR
 
 
 def seconds_per_call(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
-    """Median wall time of one forward pass (after two warm-up calls)."""
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 2):
-            start = time.perf_counter()
+    """Median wall time of one forward pass in inference mode (after two warm-up calls)."""
+    def call():
+        with torch.inference_mode():
             module(x)
-            if i >= 2:
-                times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+
+    call(), call()
+    return median_seconds(call, repeats, x.device)
 
 
 def head_megabytes(module: torch.nn.Module) -> float:
+    """Size of the module's head-only checkpoint (everything but the frozen backbone)."""
     buffer = io.BytesIO()
     torch.save(head_state_dict(module), buffer)
     return buffer.tell() / 1e6

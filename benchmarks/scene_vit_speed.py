@@ -10,13 +10,11 @@ load. Also prints the transformer's parameter count and the size of its head-onl
 from __future__ import annotations
 
 import argparse
-import io
 
 import torch
 
-from detector_speed import seconds_per_call
+from detector_speed import head_megabytes, seconds_per_call
 from salience.models.efficientnet_lite import build
-from salience.models.head_checkpoint import head_state_dict
 from salience.models.scene_vit import build_scene_vit
 from salience.train.classifier import CLASSIFIER_RECIPES
 
@@ -36,13 +34,11 @@ def main() -> None:
     backbone = seconds_per_call(vit.backbone, x, args.repeats)
     t = seconds_per_call(vit, x, args.repeats)
     params = sum(p.numel() for k, p in vit.named_parameters() if not k.startswith("backbone."))
-    buffer = io.BytesIO()
-    torch.save(head_state_dict(vit), buffer)
     print(f"threads={args.threads} repeats={args.repeats}")
     print(f"efficientnet_lite0 @224: {base * 1000:.1f} ms (1.00x)")
     print(f"SceneViT backbone (Lite0 up to C16) @224: {backbone * 1000:.1f} ms ({backbone / base:.2f}x)")
     print(f"SceneViT @224: {t * 1000:.1f} ms ({t / base:.2f}x), transformer {params / 1e6:.2f} M params, "
-          f"{buffer.tell() / 1e6:.2f} MB; config {vit.config}")
+          f"{head_megabytes(vit):.2f} MB; config {vit.config}")
 
 
 if __name__ == "__main__":
