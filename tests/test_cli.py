@@ -187,6 +187,7 @@ def test_methods_and_models_commands():
     assert "gradient" in row and "Test-only: absolute input gradient" in row
     models = run("models")
     assert models.exit_code == 0 and "efficientnet_lite0" in models.output and "timm:NAME" in models.output
+    assert "checkpoint:PATH" in models.output
 
 
 def test_python_dash_m_entry_point():

@@ -275,11 +275,13 @@ def models():
         what = ("trained by `salience train` on generated scenes, shipped, no network" if name.startswith("scene-")
                 else "bundled ImageNet weights, no network")
         table.add_row(name, what + (" (default)" if name == DEFAULT_MODEL else ""))
-    hub = {"timm": "any timm image classifier (weights from the timm cache or hub)",
-           "hf": "a Hugging Face image classifier, CLIPModel or DETR-family detector: hub id or local folder",
-           "open_clip": "an open_clip CLIP model, ARCH/PRETRAINED (tag or local checkpoint), zero-shot over prompts"}
+    hub = {"timm": ("NAME", "any timm image classifier (weights from the timm cache or hub)"),
+           "hf": ("NAME", "a Hugging Face image classifier, CLIPModel or DETR-family detector: hub id or local folder"),
+           "open_clip": ("NAME", "an open_clip CLIP model, ARCH/PRETRAINED (tag or local checkpoint), zero-shot over prompts"),
+           "checkpoint": ("PATH", "a scene model trained with `salience train` (its .pt file)")}
     for prefix in PREFIXES:
-        table.add_row(f"{prefix}:NAME", hub.get(prefix, ""))
+        arg, what = hub.get(prefix, ("NAME", ""))
+        table.add_row(f"{prefix}:{arg}", what)
     out.print(table)
 
 
