@@ -1,4 +1,4 @@
-"""Running `salience.bench` in a subprocess, as a user would, and killing it mid-run."""
+"""Running `salience.bench` in a subprocess, as a user would, killing it mid-run, reading its store."""
 
 from __future__ import annotations
 
@@ -10,8 +10,20 @@ import sys
 import time
 from pathlib import Path
 
+from salience.bench.store import KEY
+
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
+
+
+def table(path: str | Path) -> dict[tuple, float | None]:
+    """key -> value of every row, read with plain sqlite3; asserts no key appears twice."""
+    db = sqlite3.connect(str(path))
+    rows = db.execute(f"SELECT {','.join(KEY)}, value FROM results").fetchall()
+    db.close()
+    out = {r[:-1]: r[-1] for r in rows}
+    assert len(out) == len(rows), "duplicate keys in the store"
+    return out
 
 
 def stored_rows(store: str | Path) -> int:

@@ -21,11 +21,10 @@ from salience.bench.cli import app
 from salience.bench.grid import grid_from_dict
 from salience.bench.metric_fns import MetricFn, MetricOutput
 from salience.bench.report import to_csv, to_markdown
-from salience.bench.store import KEY
 from salience.errors import SalienceError
 from salience.images import ImageBatch
 
-from .bench_runs import ENV, REPO, kill_bench_midway
+from .bench_runs import ENV, REPO, kill_bench_midway, table
 
 METRICS = ["test_deletion", "test_energy", "test_mean"]
 bench_plugin = None  # the test-only plugin module, registered only while this file's tests run
@@ -62,16 +61,6 @@ def run(data: dict, resume: bool = False, metric_table=None):
     with ResultStore(data["store"]) as store:
         stats = run_plan(plan, store, resume=resume, progress=False)
         return stats, store.rows()
-
-
-def table(path: str | Path) -> dict[tuple, float | None]:
-    """key -> value of every row, read with plain sqlite3; asserts no key appears twice."""
-    db = sqlite3.connect(str(path))
-    rows = db.execute(f"SELECT {','.join(KEY)}, value FROM results").fetchall()
-    db.close()
-    out = {r[:-1]: r[-1] for r in rows}
-    assert len(out) == len(rows), "duplicate keys in the store"
-    return out
 
 
 def same_values(a: dict, b: dict) -> None:

@@ -21,11 +21,10 @@ from salience.bench.cli import app
 from salience.bench.datasets import Sample
 from salience.bench.detection_inputs import instance_labels
 from salience.bench.grid import grid_from_dict, load_grid
-from salience.bench.store import KEY
 from salience.errors import SalienceError
 from salience.images import ImageBatch
 
-from .bench_runs import ENV, REPO, kill_bench_midway
+from .bench_runs import ENV, REPO, kill_bench_midway, table
 
 PLUGIN = "tests.bench_detection_plugin"
 INSTANCE = ["pointing_game", "energy_pointing_game", "miou", "wrong_instance"]
@@ -55,16 +54,6 @@ def run(data: dict, resume: bool = False):
     with ResultStore(data["store"]) as store:
         stats = run_plan(plan, store, resume=resume, progress=False)
         return stats, store.rows()
-
-
-def table(path) -> dict[tuple, float | None]:
-    """key -> value of every row, read with plain sqlite3; asserts no key appears twice."""
-    db = sqlite3.connect(str(path))
-    rows = db.execute(f"SELECT {','.join(KEY)}, value FROM results").fetchall()
-    db.close()
-    out = {r[:-1]: r[-1] for r in rows}
-    assert len(out) == len(rows), "duplicate keys in the store"
-    return out
 
 
 def by_key(rows) -> dict[tuple[str, str, str, str], object]:
