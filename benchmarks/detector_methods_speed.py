@@ -28,7 +28,6 @@ which it used.
 from __future__ import annotations
 
 import argparse
-import statistics
 from typing import Callable
 
 import torch
@@ -41,7 +40,7 @@ from salience.methods import get_explainer
 from salience.methods.drise import best_match_similarity, target_vectors
 from salience.methods.masks import rise_masks
 from salience.methods.perturbation import pixel_fill
-from salience.metrics.cost import median_seconds
+from salience.metrics.cost import alternating_seconds, median_seconds
 from salience.models.detection import DetectorModel
 from salience.models.head_checkpoint import WEIGHTS_DIR
 from salience.models.scene_detectors import as_detector_model, build_scene_detector, load_scene_detector
@@ -55,16 +54,6 @@ def seconds(fn: Callable[[], object], repeats: int, device: torch.device, warmup
     """Median wall time of ``fn()`` over ``repeats`` calls, after one call of ``warmup`` (default ``fn``)."""
     (warmup or fn)()
     return median_seconds(fn, repeats, device)
-
-
-def interleaved_ratio(fn: Callable[[], object], forward: Callable[[], object], repeats: int,
-                      device: torch.device) -> tuple[float, float]:
-    """``fn``'s median seconds and its ratio to ``forward``'s, the two called alternately
-    (after one warm-up each) so that the machine's drifting load hits both alike."""
-    fn(), forward()
-    pairs = [(median_seconds(fn, 1, device), median_seconds(forward, 1, device)) for _ in range(repeats)]
-    t_fn, t_forward = (statistics.median(column) for column in zip(*pairs))
-    return t_fn, t_fn / t_forward
 
 
 def detector(name: str, class_names, device: str, detections: int) -> tuple[DetectorModel, str]:
@@ -126,12 +115,12 @@ def main() -> None:
         for method in [m for m in methods if m != "drise"]:
             explainer = get_explainer(method)
             try:
-                t, ratio = interleaved_ratio(lambda: explainer(model, x, "all"), lambda: model.detections(x),
-                                             args.repeats, device)
+                t, t_forward = alternating_seconds(lambda: explainer(model, x, "all"), lambda: model.detections(x),
+                                                   args.repeats, device)
             except SalienceError as err:
                 print(f"  {method:<12} n/a: {err}")
                 continue
-            print(f"  {method:<12} {t * 1000:10.1f} ms  {ratio:8.2f}x forward (timed alternately with it)")
+            print(f"  {method:<12} {t * 1000:10.1f} ms  {t / t_forward:8.2f}x forward (timed alternately with it)")
         if "drise" not in methods:
             continue
         drise = get_explainer("drise", n_masks=args.drise_masks, batch_size=args.drise_batch)

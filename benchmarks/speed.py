@@ -12,8 +12,10 @@ resident size before the call; Linux only) is reported for IG.
 
 ``--only vit`` times the attention methods (raw attention, rollout, Chefer) and Grad-CAM on
 a randomly initialised timm ViT-S/16 at 224 px, batches 1 and 16, against pytorch-grad-cam's
-GradCAM with its ViT ``reshape_transform``, and reports the memory taken by capturing all
-attention maps of ViT-B/16 at batch 16 (the exact sum of the captured tensors' bytes).
+GradCAM with its ViT ``reshape_transform``, each call alternating with a forward pass of the
+same batch (`metrics.cost.alternating_seconds`, medians of --repeats pairs) so that drifting
+machine load hits both alike, and reports the memory taken by capturing all attention maps of
+ViT-B/16 at batch 16 (the exact sum of the captured tensors' bytes).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import salience as sl  # noqa: E402
 from salience.compat import import_optional  # noqa: E402
-from salience.metrics.cost import median_seconds  # noqa: E402
+from salience.metrics.cost import alternating_seconds, median_seconds  # noqa: E402
 from salience.attention import capture_attention  # noqa: E402
 from salience.models.token_anatomy_discovery import timm_anatomy  # noqa: E402
 from salience.targets import ClassTarget  # noqa: E402
@@ -166,13 +168,13 @@ def vit_rows(device: torch.device, repeats: int) -> None:
                 print(f"| gradcam (token CAM) | {goal} | skipped: no token CAM layer in this branch | – |", flush=True)
                 continue
             explainer = sl.get_explainer(name)
-            t_ours = timed(lambda: explainer.attribute(model, x, target), repeats, device)
-            print(f"| {name} | {goal} | {t_ours:.3f} | {t_ours / t_forward:.2f} |", flush=True)
+            t_ours, t_fwd = alternating_seconds(lambda: explainer.attribute(model, x, target), forward, repeats, device)
+            print(f"| {name} | {goal} | {t_ours:.3f} | {t_ours / t_fwd:.2f} |", flush=True)
         cam = gc.GradCAM(model=net, target_layers=[net.blocks[-1].norm1], reshape_transform=reshape_transform)
         tgts = [outs.ClassifierOutputTarget(c) for c in classes.tolist()]
-        t_peer = timed(lambda: cam(input_tensor=x, targets=tgts), repeats, device)
+        t_peer, t_fwd = alternating_seconds(lambda: cam(input_tensor=x, targets=tgts), forward, repeats, device)
         print(f"| pytorch-grad-cam GradCAM (blocks[-1].norm1, reshape_transform) | peer | {t_peer:.3f} | "
-              f"{t_peer / t_forward:.2f} |", flush=True)
+              f"{t_peer / t_fwd:.2f} |", flush=True)
 
     base = timm_vit("vit_base_patch16_224", device)
     x = torch.randn(16, 3, 224, 224, device=device)

@@ -24,11 +24,20 @@ def median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device) ->
     return statistics.median(times)
 
 
+def alternating_seconds(fn: Callable[[], Any], reference: Callable[[], Any], repeats: int,
+                        device: torch.device) -> tuple[float, float]:
+    """Median seconds of ``fn()`` and of ``reference()``, called alternately ``repeats`` times
+    (after one warm-up each), so that a machine's drifting load hits both alike."""
+    fn(), reference()
+    pairs = [(median_seconds(fn, 1, device), median_seconds(reference, 1, device)) for _ in range(repeats)]
+    return tuple(statistics.median(column) for column in zip(*pairs))
+
+
 def cost_ratio(model: Model, x: torch.Tensor, target: Any, method: Any, repeats: int = 3, **params) -> torch.Tensor:
     """Median explainer seconds / median forward seconds on the same batch, per image (N,).
 
-    One warm-up call of each comes first. The ratio is one number for the batch; it is
-    repeated for each image so it fits the per-image tables.
+    The two are called alternately after one warm-up each (`alternating_seconds`). The ratio
+    is one number for the batch; it is repeated for each image so it fits the per-image tables.
     """
     from ..methods import Explainer, get_explainer
 
@@ -40,9 +49,5 @@ def cost_ratio(model: Model, x: torch.Tensor, target: Any, method: Any, repeats:
         with torch.inference_mode():
             model(x)
 
-    forward()
-    explainer(model, x, target)
-    ratio = median_seconds(lambda: explainer(model, x, target), repeats, model.device) / median_seconds(
-        forward, repeats, model.device
-    )
-    return torch.full((len(target),), ratio)
+    t_explainer, t_forward = alternating_seconds(lambda: explainer(model, x, target), forward, repeats, model.device)
+    return torch.full((len(target),), t_explainer / t_forward)
