@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from PIL import Image
+from detector_pictures import tile
 
 import salience as sl
 from salience import viz
@@ -26,17 +26,6 @@ from salience.methods.drise import box_iou
 
 MODELS = {"without AAJTS": "checkpoint:runs/aajts/runs/scene-detr/scene-detr.pt",
           "with AAJTS": "checkpoint:runs/aajts/runs/scene-detr-aajts1/scene-detr.pt"}
-
-
-def stack(images: list[Image.Image], vertical: bool, gap: int = 6) -> Image.Image:
-    """Images side by side (or one above the other) on white."""
-    size = (max(im.width for im in images), sum(im.height for im in images) + gap * (len(images) - 1)) if vertical \
-        else (sum(im.width for im in images) + gap * (len(images) - 1), max(im.height for im in images))
-    canvas, offset = Image.new("RGB", size, "white"), 0
-    for im in images:
-        canvas.paste(im, (0, offset) if vertical else (offset, 0))
-        offset += (im.height if vertical else im.width) + gap
-    return canvas
 
 
 def main() -> None:
@@ -60,12 +49,12 @@ def main() -> None:
         if not len(same_class):
             continue
         match = int(same_class[box_iou(base.boxes[row:row + 1], aajts.boxes[same_class]).flatten().argmax()])
-        rows.append(stack([viz.caption(base_pictures[row], f"without AAJTS | {viz.describe(base, row)}"),
-                           viz.caption(aajts_pictures[match], f"with AAJTS | {viz.describe(aajts, match)}")], False))
+        rows.append(tile([viz.caption(base_pictures[row], f"without AAJTS | {viz.describe(base, row)}"),
+                          viz.caption(aajts_pictures[match], f"with AAJTS | {viz.describe(aajts, match)}")], 2))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "eive_without_with_aajts.png"
-    stack(rows, True, gap=10).save(path)
+    tile(rows, 1, gap=10).save(path)
     print(f"wrote {path} ({len(rows)} objects)")
 
 

@@ -3,9 +3,10 @@
 For scene-detr and scene-deformable-detr, on one held-out generated scene (seed 2): EIVE (goal
 ≤ 1.1×), D-RISE (5000 masks, the paper's setting), ODAM, Grad-CAM and chefer_detr, each called
 as `sl.explain` calls it (its own clean pass and target resolution included), timed as the
-median of ``--repeats`` calls after a warm-up, alternating with forward passes (D-RISE: ``--drise-repeats``, warmed up on a few
-masks), divided by the median time of one detector forward pass of that image (inference
-mode, decoding included, as `metrics.cost` times it).
+median of ``--repeats`` calls alternating with forward passes of that image (inference mode,
+decoding included, as `metrics.cost` times them), after a warm-up, and divided by the forward's
+median. D-RISE (``--drise-repeats``, warmed up on a few masks) is divided by a forward timed
+on its own.
 
 D-RISE also gets seconds per image, masks per second and its ratio to a naive loop: one
 forward per mask with no batching, as one peer implementation does (same masks, same

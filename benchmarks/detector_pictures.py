@@ -29,16 +29,18 @@ MODELS = ("scene-detr", "scene-deformable-detr")
 
 
 def tile(images: list[Image.Image], columns: int, gap: int = 6) -> Image.Image:
-    """Images (same height) in rows of ``columns``, white gaps."""
-    h = images[0].height
+    """Images in rows of ``columns``, each row as tall as its tallest image, white gaps."""
     rows = [images[i:i + columns] for i in range(0, len(images), columns)]
+    heights = [max(im.height for im in row) for row in rows]
     width = max(sum(im.width for im in row) + gap * (len(row) - 1) for row in rows)
-    canvas = Image.new("RGB", (width, len(rows) * (h + gap) - gap), "white")
-    for r, row in enumerate(rows):
+    canvas = Image.new("RGB", (width, sum(heights) + gap * (len(rows) - 1)), "white")
+    y = 0
+    for row, height in zip(rows, heights):
         x = 0
         for im in row:
-            canvas.paste(im, (x, r * (h + gap)))
+            canvas.paste(im, (x, y))
             x += im.width + gap
+        y += height + gap
     return canvas
 
 

@@ -52,10 +52,11 @@ def splat_levels(locations: torch.Tensor, weights: torch.Tensor, shapes: Sequenc
     dropped, as a bilinear sample there would read zero padding.
     """
     lead = weights.shape[:-2]
-    grid = torch.tensor(shapes, device=weights.device)  # (levels, 2): h, w
-    h, w = grid[:, :1], grid[:, 1:]
-    sizes = grid[:, 0] * grid[:, 1]
-    offsets = (sizes.cumsum(0) - sizes)[:, None]
+    sizes = [rows * cols for rows, cols in shapes]
+    starts = [sum(sizes[:level]) for level in range(len(shapes))]
+    # per level (h, w, first flat index), built host-side: no device-to-host sync
+    h, w, offsets = torch.tensor([[rows, cols, start] for (rows, cols), start in zip(shapes, starts)],
+                                 device=weights.device).T[..., None]
     px = locations[..., 0] * w - 0.5
     py = locations[..., 1] * h - 0.5
     x0, y0 = px.floor(), py.floor()
@@ -67,9 +68,9 @@ def splat_levels(locations: torch.Tensor, weights: torch.Tensor, shapes: Sequenc
         indices.append(torch.minimum(yi.clamp(min=0), h - 1) * w + torch.minimum(xi.clamp(min=0), w - 1) + offsets)
         values.append(share * inside * weights)
     columns = 4 * weights.shape[-1] * weights.shape[-2]
-    out = weights.new_zeros(lead.numel(), int(sizes.sum()))
+    out = weights.new_zeros(lead.numel(), sum(sizes))
     out.scatter_add_(1, torch.stack(indices, -1).reshape(-1, columns), torch.stack(values, -1).reshape(-1, columns))
-    return [level.reshape(*lead, *shape) for level, shape in zip(out.split(sizes.tolist(), 1), shapes)]
+    return [level.reshape(*lead, *shape) for level, shape in zip(out.split(sizes, 1), shapes)]
 
 
 def deformable_maps(locations: torch.Tensor, weights: torch.Tensor, shapes: Sequence[tuple[int, int]]) -> torch.Tensor:

@@ -64,7 +64,7 @@ def load_checkpoint(path: str, **kwargs):
     file = Path(path).expanduser()
     if not file.is_file():
         raise SalienceError(f"no checkpoint file {file}")
-    architecture = _read(file, "salience").get("config", {}).get("architecture")
+    architecture = _read(file, "salience")["config"].get("architecture")
     if architecture in ARCHITECTURES:
         return load_scene_detector(file, **kwargs)
     if architecture == NAME:
