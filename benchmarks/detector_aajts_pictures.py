@@ -19,7 +19,7 @@ from pathlib import Path
 from detector_pictures import tile
 
 import salience as sl
-from salience import viz
+from salience import explanation, viz
 from salience.data.scenes import SceneDataset
 from salience.images import ImageBatch
 from salience.methods.drise import box_iou
@@ -37,7 +37,7 @@ def main() -> None:
     batch = ImageBatch([scenes[i].image for i in range(args.n)], [scenes[i].image_id for i in range(args.n)])
     expls = {title: sl.explain(sl.load_model(name), batch, method="eive", target="all") for title, name in MODELS.items()}
     base, aajts = expls.values()
-    base_pictures, aajts_pictures = viz.map_pictures(base), viz.map_pictures(aajts)
+    base_pictures, aajts_pictures = explanation.map_pictures(base), explanation.map_pictures(aajts)
     rows = []
     for image in range(args.n):
         mine = (base.image_index == image).nonzero().flatten()
@@ -49,8 +49,8 @@ def main() -> None:
         if not len(same_class):
             continue
         match = int(same_class[box_iou(base.boxes[row:row + 1], aajts.boxes[same_class]).flatten().argmax()])
-        rows.append(tile([viz.caption(base_pictures[row], f"without AAJTS | {viz.describe(base, row)}"),
-                          viz.caption(aajts_pictures[match], f"with AAJTS | {viz.describe(aajts, match)}")], 2))
+        rows.append(tile([viz.caption(base_pictures[row], f"without AAJTS | {explanation.describe(base, row)}"),
+                          viz.caption(aajts_pictures[match], f"with AAJTS | {explanation.describe(aajts, match)}")], 2))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "eive_without_with_aajts.png"

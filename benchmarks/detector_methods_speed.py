@@ -14,7 +14,7 @@ similarity), timed over ``--naive-masks`` masks and extrapolated linearly to the
 masks (printed as an extrapolation). Published D-RISE figures: about 70–170 s per image on a
 V100 with 5000 masks.
 
-Weights: the trained ``models/weights/<name>.pt`` where present; otherwise an untrained
+Weights: the trained ``models/zoo/weights/<name>.pt`` where present; otherwise an untrained
 detector of the training recipe's configuration that explains its top ``--detections``
 queries (score threshold 0), the same work per detection as a trained one. The script prints
 which it used.
@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 
 from salience.data.scenes import SceneDataset
-from salience.detection_targets import resolve_detection_target
+from salience.targets import resolve_detection_target
 from salience.errors import SalienceError
 from salience.images import ImageBatch
 from salience.methods import get_explainer
@@ -43,8 +43,8 @@ from salience.methods.masks import rise_masks
 from salience.methods.perturbation import pixel_fill
 from salience.metrics.cost import alternating_seconds, median_seconds
 from salience.models.detection import DetectorModel
-from salience.models.head_checkpoint import WEIGHTS_DIR
-from salience.models.scene_detectors import as_detector_model, build_scene_detector, load_scene_detector
+from salience.models.zoo.lite_features import WEIGHTS_DIR
+from salience.models.zoo.scene_detectors import as_detector_model, build_scene_detector, load_scene_detector
 from salience.train.recipes import detector_recipe
 
 DETECTORS = ("scene-detr", "scene-deformable-detr")

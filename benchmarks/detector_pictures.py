@@ -22,7 +22,7 @@ import salience as sl
 from salience import viz
 from salience.data import load_dataset
 from salience.data.scenes import SceneDataset
-from salience.detect import detect
+from salience.cli.detections import detect
 from salience.images import ImageBatch
 
 MODELS = ("scene-detr", "scene-deformable-detr")

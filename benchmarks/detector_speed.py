@@ -19,10 +19,10 @@ import torch
 import salience as sl
 from salience.errors import SalienceError
 from salience.metrics.cost import median_seconds
-from salience.models.efficientnet_lite import build
-from salience.models.head_checkpoint import head_state_dict
-from salience.models.scene_deformable_detr import SceneDeformableDETR
-from salience.models.scene_detr import SceneDETR
+from salience.models.zoo.efficientnet_lite import build
+from salience.models.checkpoint import head_state_dict
+from salience.models.zoo.scene_deformable_detr import SceneDeformableDETR
+from salience.models.zoo.scene_detr import SceneDETR
 
 
 def seconds_per_call(module: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from salience.models.scene_detectors import build_scene_detector
+from salience.models.zoo.scene_detectors import build_scene_detector
 from salience.train.recipes import DETECTOR_RECIPES
 
 

@@ -14,8 +14,8 @@ import argparse
 import torch
 
 from detector_speed import head_megabytes, seconds_per_call
-from salience.models.efficientnet_lite import build
-from salience.models.scene_vit import build_scene_vit
+from salience.models.zoo.efficientnet_lite import build
+from salience.models.zoo.scene_vit import build_scene_vit
 from salience.train.classifier import CLASSIFIER_RECIPES
 
 

@@ -33,7 +33,7 @@ import salience as sl  # noqa: E402
 from salience.compat import import_optional  # noqa: E402
 from salience.metrics.cost import alternating_seconds, median_seconds  # noqa: E402
 from salience.attention import capture_attention  # noqa: E402
-from salience.models.token_anatomy_discovery import timm_anatomy  # noqa: E402
+from salience.models.adapters.anatomy_discovery import timm_anatomy  # noqa: E402
 from salience.targets import ClassTarget  # noqa: E402
 
 

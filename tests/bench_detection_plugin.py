@@ -59,7 +59,7 @@ def quadrants(arg: str) -> list[Sample]:
 
 
 def _scene(name: str):
-    from salience.models.scene_detectors import load_scene_detector
+    from salience.models.zoo.scene_detectors import load_scene_detector
 
     return load_scene_detector(Path(os.environ["BENCH_DETECTORS"]) / f"{name}.pt", score_threshold=0.0)
 

@@ -265,7 +265,7 @@ def test_evaluate_command_end_to_end(tmp_path):
 
 
 def test_main_cli_has_evaluate_and_bench(tmp_path):
-    from salience.cli import app as main_app
+    from salience.cli.app import app as main_app
 
     data = config(tmp_path, n_images=2)
     result = CliRunner().invoke(main_app, ["bench", "--config", str(write_config(tmp_path, data))])

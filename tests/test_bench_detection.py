@@ -217,8 +217,8 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(tmp_path):
 def scene_detectors(tmp_path_factory):
     """Untrained small scene detectors over the scene classes, saved where the plugin loads them."""
     from salience.data.scenes import SceneDataset
-    from salience.models.head_checkpoint import save_head_checkpoint
-    from salience.models.scene_detectors import build_scene_detector
+    from salience.models.checkpoint import save_head_checkpoint
+    from salience.models.zoo.scene_detectors import build_scene_detector
 
     folder = tmp_path_factory.mktemp("detectors")
     names = SceneDataset(1, "detection", 2).class_names
@@ -257,7 +257,7 @@ def test_scene_detectors_on_generated_scenes(tmp_path, scene_detectors):
     samples = SceneDataset(2, "detection", 2)
     x, _ = model.prepare(ImageBatch([samples[i].image for i in range(2)], ["a", "b"]))
     _, selections = model.detections(x)
-    from salience.detection_targets import resolve_detection_target
+    from salience.targets import resolve_detection_target
     from salience.models.detection import Selection
 
     top = [Selection(s.query[:2], s.label[:2], s.score[:2], s.box[:2]) for s in selections]

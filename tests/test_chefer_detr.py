@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 import salience as sl
-from salience.detection_targets import DetectionTarget
+from salience.targets import DetectionTarget
 from salience.errors import SalienceError
 from salience.methods.chefer_detr import generic_relevance, normalise_residual
-from salience.models.scene_detectors import as_detector_model, build_scene_detector
+from salience.models.zoo.scene_detectors import as_detector_model, build_scene_detector
 
 from .conftest import require
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from salience.cli import app, parse_params, parse_value
+from salience.cli.app import app, parse_params, parse_value
 
 from .toys import _AbsGradient, tiny_loader, truncate, write_photo  # noqa: F401 (fixture)
 
@@ -201,7 +201,7 @@ def test_default_model_explains_the_example_photo(tmp_path):
     """The README's command: the bundled model sees the espresso, Grad-CAM is hot on the cup."""
     import salience as sl
 
-    pytest.importorskip("salience.models.efficientnet_lite")
+    pytest.importorskip("salience.models.zoo.efficientnet_lite")
     if "gradcam" not in sl.available_methods():
         pytest.skip("gradcam not registered yet")
     example = Path(__file__).parents[1] / "examples" / "coffee.jpg"

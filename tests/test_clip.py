@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import salience as sl
-from salience.cli import app
+from salience.cli.app import app
 from salience.errors import TargetError
-from salience.models.clip import ClipModel
+from salience.models.adapters.clip import ClipModel
 
 from .conftest import require
 

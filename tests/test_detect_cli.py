@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from salience.cli import app
-from salience.models import scene_detectors
-from salience.models.head_checkpoint import save_head_checkpoint
-from salience.models.scene_detr import SceneDETR
+from salience.cli.app import app
+from salience.models.zoo import scene_detectors
+from salience.models.checkpoint import save_head_checkpoint
+from salience.models.zoo.scene_detr import SceneDETR
 from salience.viz import draw_detections
 
 SMALL = dict(num_classes=3, num_queries=4, d_model=64, heads=8, ffn=64, encoder_layers=1, decoder_layers=1, input_size=64)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import salience as sl
-from salience.detection_targets import DetectionTarget
+from salience.targets import DetectionTarget
 from salience.metrics import deletion, insertion, match_instances
 from salience.metrics.instances import instance_regions
 

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 import salience as sl
-from salience import viz
+from salience import explanation
 
 from .toys import region_detector
 
@@ -17,7 +17,7 @@ def white_photo():
 
 def test_panels_draw_each_detections_box_and_a_combined_picture(tmp_path):
     expl = sl.explain(region_detector(), [white_photo()], "odam")
-    pictures = viz.map_pictures(expl)
+    pictures = explanation.map_pictures(expl)
     # query 0's box (0, 0, 16, 16) in input px is (0, 0, 32, 32) on the photo: white outline at x = 32
     assert pictures[0].getpixel((32, 10)) == (255, 255, 255) and pictures[1].getpixel((32, 10)) != (255, 255, 255)
     paths = expl.save(tmp_path)
@@ -31,16 +31,16 @@ def test_panels_draw_each_detections_box_and_a_combined_picture(tmp_path):
 def test_a_grid_per_detection_across_methods(tmp_path):
     model = region_detector()
     results = {m: sl.explain(model, [white_photo()], m, **p) for m, p in (("odam", {}), ("drise", {"n_masks": 8}))}
-    pictures = viz.grid(results)
+    pictures = explanation.grid(results)
     assert sorted(pictures) == ["image0_detection0", "image0_detection1"]
-    paths = viz.save_grids(results, tmp_path)
+    paths = explanation.save_grids(results, tmp_path)
     assert len(paths) == 2
 
 
 def test_cli_writes_detection_panels_and_grids(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from salience.cli import app
+    from salience.cli.app import app
 
     Image.fromarray(white_photo()).save(tmp_path / "scene.png")
     monkeypatch.setattr(sl, "load_model", lambda name=None, device=None, **kwargs: region_detector())
@@ -54,7 +54,7 @@ def test_cli_writes_detection_panels_and_grids(tmp_path, monkeypatch):
 def test_cli_says_when_an_image_has_no_detection_to_explain(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from salience.cli import app
+    from salience.cli.app import app
 
     Image.fromarray(white_photo()).save(tmp_path / "scene.png")
     monkeypatch.setattr(sl, "load_model", lambda name=None, device=None, **kwargs: region_detector())

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import salience as sl
-from salience.detection_targets import DetectionTarget
+from salience.targets import DetectionTarget
 from salience.errors import SalienceError, TargetError
 from salience.methods.eive import fuse_layers, splat_levels
 from salience.models.detection import (CrossAttentionRecord, DeformableAttention, DetectorModel, Detections,

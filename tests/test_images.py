@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from salience.cli import app
+from salience.cli.app import app
 from salience.errors import ImageLoadError
 from salience.images import MAX_SIDE, load_image, load_images
 from salience.preprocessing import Preprocess

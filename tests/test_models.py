@@ -13,7 +13,7 @@ from torch import nn
 
 import salience as sl
 from salience.errors import SalienceError
-from salience.models.efficientnet_lite import Conv2dSame, build, weights_path
+from salience.models.zoo.efficientnet_lite import Conv2dSame, build, weights_path
 from salience.models.imagenet import imagenet_class_names
 from salience.models.weights import load_by_position
 from tests.conftest import require

@@ -82,7 +82,7 @@ def test_odam_batches_agree():
 
 @pytest.mark.parametrize("architecture", ["scene-detr", "scene-deformable-detr"])
 def test_detector_methods_run_on_random_head_scene_detectors(architecture):
-    from salience.models.scene_detectors import as_detector_model, build_scene_detector
+    from salience.models.zoo.scene_detectors import as_detector_model, build_scene_detector
 
     config = dict(architecture=architecture, num_classes=3, num_queries=5, d_model=64, heads=8, ffn=64,
                   encoder_layers=1, decoder_layers=2, input_size=64)

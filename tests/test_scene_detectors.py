@@ -7,18 +7,18 @@ import torch
 
 import salience as sl
 from salience.errors import SalienceError
-from salience.models import scene_detectors
+from salience.models.zoo import scene_detectors
 from salience.models.detection import DeformableAttention, DetectorModel, GridAttention
-from salience.models.detr_parts import capture_cross_attention
-from salience.models.head_checkpoint import save_head_checkpoint
-from salience.models.scene_deformable_detr import MultiScaleDeformableAttention, SceneDeformableDETR
-from salience.models.scene_detectors import (
+from salience.models.zoo.detr_parts import capture_cross_attention
+from salience.models.checkpoint import save_head_checkpoint
+from salience.models.zoo.scene_deformable_detr import MultiScaleDeformableAttention, SceneDeformableDETR
+from salience.models.zoo.scene_detectors import (
     as_detector_model,
     build_scene_detector,
     cxcywh_to_pixels,
     load_scene_detector,
 )
-from salience.models.scene_detr import SceneDETR
+from salience.models.zoo.scene_detr import SceneDETR
 
 SMALL = dict(num_classes=3, num_queries=5, d_model=64, heads=8, ffn=64, encoder_layers=1, decoder_layers=2, input_size=64)
 

@@ -15,9 +15,9 @@ from salience.attention import capture_attention
 from salience.data.scenes import SceneDataset
 from salience.errors import SalienceError
 from salience.methods.attention_maps import patch_map
-from salience.models import scene_vit
-from salience.models.head_checkpoint import save_head_checkpoint
-from salience.models.scene_vit import SceneViT, as_model, load_scene_vit
+from salience.models.zoo import scene_vit
+from salience.models.checkpoint import save_head_checkpoint
+from salience.models.zoo.scene_vit import SceneViT, as_model, load_scene_vit
 from salience.targets import ClassTarget
 
 NAMES = ["a", "b", "c"]

@@ -171,7 +171,7 @@ def test_interrupted_write_leaves_no_output_and_resumes(tmp_path):
 def test_cli_make_and_preview(tmp_path):
     from typer.testing import CliRunner
 
-    from salience.cli import app
+    from salience.cli.app import app
 
     runner = CliRunner()
     result = runner.invoke(app, ["scenes", "make", "--n", "3", "--seed", "1", "--size", "40", "--sources", "shapes",

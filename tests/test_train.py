@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from salience.cli import app
+from salience.cli.app import app
 from salience.data.scenes import SceneConfig, SceneDataset
 from salience.errors import SalienceError
-from salience.models.scene_detectors import decode_softmax, load_scene_detector
+from salience.models.zoo.scene_detectors import decode_softmax, load_scene_detector
 from salience.train.coco_eval import coco_ground_truth, coco_predictions, detection_ap
 from salience.train.detection import (SetCriterion, attention_outside_boxes, box_masks, cxcywh_to_xyxy,
                                       generalized_box_iou, sigmoid_focal_loss)

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 import salience as sl
-from salience import viz
+from salience import explanation, viz
 
 from .toys import smooth_photo, tiny_model
 
@@ -43,7 +43,7 @@ def test_overlay_hot_spot_lands_on_the_original_pixels_in_every_mode():
         expl = explanation_with_hot_square(mode)
         geo = expl.geometries[0]
         expl.images.originals[0] = Image.new("RGB", (120, 60))  # black: only the map can be lit
-        (picture,) = viz.map_pictures(expl, cmap="gray", alpha=1.0)
+        (picture,) = explanation.map_pictures(expl, cmap="gray", alpha=1.0)
         assert picture.size == (120, 60)  # the photo's own size and aspect ratio
         lit = np.asarray(picture)[..., 0] > 127
         expected = geo.boxes_to_original(torch.tensor([[8.0, 8.0, 16.0, 16.0]]))[0]
@@ -54,7 +54,7 @@ def test_overlay_hot_spot_lands_on_the_original_pixels_in_every_mode():
 
 def test_center_crop_leaves_unseen_pixels_untouched():
     expl = explanation_with_hot_square("center_crop")
-    (picture,) = viz.map_pictures(expl, alpha=0.6)
+    (picture,) = explanation.map_pictures(expl, alpha=0.6)
     x0, y0, x1, y1 = (round(v) for v in expl.geometries[0].source_box)
     before, after = np.asarray(expl.images.originals[0]), np.asarray(picture)
     assert x0 > 0 and (after[:, :x0] == before[:, :x0]).all() and (after[:, x1:] == before[:, x1:]).all()
@@ -90,7 +90,7 @@ def test_grid_has_the_original_then_one_tile_per_method():
     model = tiny_model()
     images = sl.load_images([smooth_photo(40, 80), smooth_photo(80, 40, seed=1)])
     expls = {m: sl.explain(model, images, m) for m in ("_cli_gradient", "_cli_cam")}
-    pictures = viz.grid(expls, height=100)
+    pictures = explanation.grid(expls, height=100)
     assert list(pictures) == ["image0", "image1"]
     wide, tall = pictures["image0"], pictures["image1"]
     # tiles are 100 px high and keep the aspect ratio: 3 x 200 wide, or 3 x 50, plus 2 gaps of 6

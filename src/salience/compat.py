@@ -14,6 +14,8 @@ import importlib.util
 import sys
 from types import ModuleType
 
+from .errors import SalienceError
+
 _EXTRAS = {"timm": "timm", "transformers": "transformers", "open_clip": "open_clip", "pycocotools": "coco"}
 _USE_TORCHVISION = {"timm", "transformers", "open_clip", "pytorch_grad_cam"}
 _torchvision_patched = False
@@ -46,8 +48,6 @@ def import_optional(name: str) -> ModuleType:
         if err.name and err.name.split(".")[0] != name.split(".")[0]:
             raise
         extra = _EXTRAS.get(name.split(".")[0], name)
-        from .errors import SalienceError
-
         raise SalienceError(f"'{name}' is not installed: pip install 'salience[{extra}]'") from None
     except RuntimeError as err:
         if "torchvision::nms" not in str(err):

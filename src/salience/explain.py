@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from .explanation import Explanation
 from .images import ImageBatch, load_images
 from .methods import Explainer, get_explainer
 from .models.model import Model
 
-if TYPE_CHECKING:
-    from .explanation import Explanation
-
 
 def explain(
     model: Model, images: Any, method: "str | Explainer" = "gradcam", target: Any = "top1", **params
-) -> "Explanation":
+) -> Explanation:
     """Explain ``model``'s output on ``images`` with ``method``.
 
     ``images`` is an `ImageBatch` (from `load_images`), a path, a list of paths or arrays,

@@ -1,26 +1,23 @@
-"""Pictures of explanations: overlays on the original photos, side-by-side grids, saving.
+"""Drawing: maps as colours over photos, boxes, captions, tiles side by side.
 
-Maps are drawn on each photo at its own size and aspect ratio (`Explanation.original_maps`),
-so whatever the preprocessing did (resize, crop, letterbox) the colours land on the right
-pixels. Each map is scaled for display only (min-max, or by magnitude when it has both signs); the raw maps are saved unchanged.
-Parts of a photo the model never saw (outside a centre crop) are left uncoloured.
+Maps are drawn on each photo at its own size and aspect ratio (through the photo's
+`Geometry`), so whatever the preprocessing did (resize, crop, letterbox) the colours land on
+the right pixels. Each map is scaled for display only (min-max, or by magnitude when it has
+both signs). Parts of a photo the model never saw (outside a centre crop) are left
+uncoloured. Pictures of an `Explanation` and its files: `salience.explanation`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import matplotlib
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
-from PIL.PngImagePlugin import PngInfo
 
-from .explanation import Explanation
+from .preprocessing import Geometry
 
 CMAP = "jet"
 ALPHA = 0.5
@@ -100,33 +97,23 @@ def _wrap(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
     return lines + [line]
 
 
-def describe(expl: Explanation, row: int) -> str:
-    """'gradcam | espresso (967) | p=0.953 | score=12.41' for map ``row``."""
-    parts = [expl.method, expl.labels[row]]
-    if expl.classes is not None:
-        parts[1] += f" ({int(expl.classes[row])})"
-    if expl.probabilities is not None:
-        parts.append(f"p={float(expl.probabilities[row]):.3f}")
-    if expl.scores is not None:
-        parts.append(f"score={float(expl.scores[row]):.4g}")
-    return " | ".join(parts)
-
-
-def map_pictures(expl: Explanation, cmap: str = CMAP, alpha: float = ALPHA) -> list[Image.Image]:
-    """One picture per map: the overlay on its original photo, or a plain heatmap without photos."""
-    if expl.images is None or expl.geometries is None:
-        pictures = [heatmap(m, cmap) for m in expl.maps]
-        boxes = expl.boxes
+def draw_maps(
+    maps: torch.Tensor, image_index: Sequence[int], photos: Sequence[Image.Image] | None = None,
+    geometries: Sequence[Geometry] | None = None, boxes: torch.Tensor | None = None, cmap: str = CMAP,
+    alpha: float = ALPHA,
+) -> list[Image.Image]:
+    """One picture per map (N, H, W) at input resolution: the overlay on photo ``image_index[r]``
+    through its geometry, or a plain heatmap without photos; with ``boxes`` (N, 4, input
+    pixels) each picture gets its box outlined."""
+    if photos is None or geometries is None:
+        pictures = [heatmap(m, cmap) for m in maps]
     else:
         # Scale at input resolution, then map back: pixels the model never saw become NaN.
-        scaled = [_display_scale(m.float()) for m in expl.maps]
-        pictures = [
-            overlay(expl.images.originals[int(i)], expl.geometries[int(i)].map_to_original(m, fill=math.nan), cmap,
-                    alpha)
-            for m, i in zip(scaled, expl.image_index)
-        ]
-        boxes = None if expl.boxes is None else [
-            expl.geometries[int(i)].boxes_to_original(b[None].float().cpu())[0] for b, i in zip(expl.boxes, expl.image_index)]
+        scaled = [_display_scale(m.float()) for m in maps]
+        pictures = [overlay(photos[int(i)], geometries[int(i)].map_to_original(m, fill=math.nan), cmap, alpha)
+                    for m, i in zip(scaled, image_index)]
+        if boxes is not None:
+            boxes = [geometries[int(i)].boxes_to_original(b[None].float().cpu())[0] for b, i in zip(boxes, image_index)]
     if boxes is not None:  # a detector's explanation: each map with its detection's box
         pictures = [draw_box(p, b) for p, b in zip(pictures, boxes)]
     return pictures
@@ -143,139 +130,14 @@ def draw_box(picture: Image.Image, box: torch.Tensor, colour: tuple[int, int, in
     return out
 
 
-def image_names(expl: Explanation) -> list[str]:
-    """The name of each image the explanation covers (``image0``... without photos)."""
-    if expl.images is not None:
-        return list(expl.images.names)
-    return [f"image{i}" for i in range(int(expl.image_index.max()) + 1 if len(expl) else 0)]
-
-
-def file_stems(expl: Explanation) -> list[str]:
-    """``<image>_<method>`` per map, with ``_<k>`` (0, 1, ... per image) when an image has several maps."""
-    names = image_names(expl)
-    index = expl.image_index.tolist()
-    counts = {i: index.count(i) for i in set(index)}
-    seen: dict[int, int] = {}
-    stems = []
-    for i in index:
-        k = seen.get(i, 0)
-        seen[i] = k + 1
-        stems.append(f"{names[i]}_{expl.method}" + (f"_{k}" if counts[i] > 1 else ""))
-    return stems
-
-
-def record(expl: Explanation, row: int) -> dict:
-    """The JSON-ready metadata of map ``row``."""
-    i = int(expl.image_index[row])
-    geo = expl.geometries[i] if expl.geometries is not None else None
-    return {
-        "method": expl.method,
-        "params": {k: _jsonable(v) for k, v in expl.params.items()},
-        "target": expl.labels[row],
-        "class_index": None if expl.classes is None else int(expl.classes[row]),
-        "score": None if expl.scores is None else float(expl.scores[row]),
-        "probability": None if expl.probabilities is None else float(expl.probabilities[row]),
-        "seconds": expl.seconds,
-        "model": expl.model_name,
-        "image": image_names(expl)[i],
-        "input_size": list(expl.maps.shape[-2:]),
-        "original_size": None if geo is None else list(geo.original_size),
-        "resize_mode": None if geo is None else _mode_of(geo),
-        "source_box": None if geo is None else list(geo.source_box),
-        "target_box": None if geo is None else list(geo.target_box),
-    }
-
-
-def _mode_of(geo) -> str:
-    """What the preprocessing did to this photo, read from its geometry (a letterbox that
-    needed no padding reads as ``resize``, which it then equals)."""
-    h_in, w_in = geo.input_size
-    h0, w0 = geo.original_size
-    if tuple(geo.target_box) != (0.0, 0.0, float(w_in), float(h_in)):
-        return "letterbox"
-    if tuple(geo.source_box) != (0.0, 0.0, float(w0), float(h0)):
-        return "center_crop"
-    return "resize"
-
-
-def _jsonable(value):
-    if isinstance(value, torch.Tensor):
-        return value.tolist() if value.numel() <= 16 else f"tensor{tuple(value.shape)}"
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return repr(value)
-
-
-def save_explanation(
-    expl: Explanation, directory: str | os.PathLike, cmap: str = CMAP, alpha: float = ALPHA
-) -> list[str]:
-    """Write, per map, ``<stem>.png`` (overlay with caption), ``<stem>.npy`` (raw map at input
-    resolution) and ``<stem>.json`` (metadata); return the paths written."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    pictures = map_pictures(expl, cmap, alpha)
-    raw = expl.to_numpy()
-    paths, panels = [], []
-    for row, (stem, picture) in enumerate(zip(file_stems(expl), pictures)):
-        meta = record(expl, row)
-        info = PngInfo()
-        for key in ("method", "target", "class_index", "score", "probability", "model"):
-            info.add_text(key, str(meta[key]))
-        png, npy, js = out / f"{stem}.png", out / f"{stem}.npy", out / f"{stem}.json"
-        panel = caption(picture, describe(expl, row))
-        panel.save(png, pnginfo=info)
-        panels.append(panel)
-        np.save(npy, raw[row])
-        js.write_text(json.dumps(meta, indent=2))
-        paths += [str(png), str(npy), str(js)]
-    if expl.boxes is not None:  # detections: all of an image's panels side by side too
-        names = image_names(expl)
-        for i in sorted(set(expl.image_index.tolist())):
-            path = out / f"{names[i]}_{expl.method}_detections.png"
-            _hstack([p for p, j in zip(panels, expl.image_index.tolist()) if j == i]).save(path)
-            paths.append(str(path))
-    return paths
-
-
-def _tile(image: Image.Image, title: str, height: int) -> Image.Image:
+def tile(image: Image.Image, title: str, height: int = TILE_HEIGHT) -> Image.Image:
+    """The image scaled to ``height`` with ``title`` captioned under it."""
     width = max(1, round(image.width * height / image.height))
     return caption(image.resize((width, height), Image.BILINEAR), title, font_size=max(12, min(18, width // 16)))
 
 
-def grid(
-    explanations: Mapping[str, Explanation] | Sequence[Explanation],
-    cmap: str = CMAP,
-    alpha: float = ALPHA,
-    height: int = TILE_HEIGHT,
-) -> dict[str, Image.Image]:
-    """One side-by-side picture per photo: the original, then each method's overlays.
-
-    ``explanations`` are explanations of the same photos by different methods (a dict
-    method -> Explanation, or a list). Returns image name -> picture.
-    """
-    expls = list(explanations.values()) if isinstance(explanations, Mapping) else list(explanations)
-    first = expls[0]
-    if first.images is None:
-        raise ValueError("a grid needs explanations of photos (loaded with load_images)")
-    originals = [_tile(photo, f"{name} (original {photo.width}x{photo.height})", height)
-                 for photo, name in zip(first.images.originals, first.images.names)]
-    # detections: one picture per (photo, detection k), k counted per photo in row order
-    tiles: dict[tuple[int, int], list[Image.Image]] = {}
-    for expl in expls:
-        per_image = expl.boxes is not None
-        seen: dict[int, int] = {}
-        for row, (picture, i) in enumerate(zip(map_pictures(expl, cmap, alpha), expl.image_index.tolist())):
-            k = seen.get(i, 0) if per_image else 0
-            seen[i] = k + 1
-            tiles.setdefault((i, k), [originals[i]]).append(_tile(picture, describe(expl, row), height))
-    names = first.images.names
-    return {(f"{names[i]}_detection{k}" if first.boxes is not None else names[i]): _hstack(row)
-            for (i, k), row in tiles.items()}
-
-
-def _hstack(images: list[Image.Image], gap: int = 6) -> Image.Image:
+def hstack(images: Sequence[Image.Image], gap: int = 6) -> Image.Image:
+    """The images side by side, top-aligned, on white."""
     height = max(im.height for im in images)
     out = Image.new("RGB", (sum(im.width for im in images) + gap * (len(images) - 1), height), "white")
     x = 0
@@ -283,19 +145,6 @@ def _hstack(images: list[Image.Image], gap: int = 6) -> Image.Image:
         out.paste(im, (x, 0))
         x += im.width + gap
     return out
-
-
-def save_grids(explanations: Mapping[str, Explanation] | Sequence[Explanation], directory: str | os.PathLike,
-               cmap: str = CMAP, alpha: float = ALPHA) -> list[str]:
-    """Write ``<image>_grid.png`` per photo (see `grid`); return the paths."""
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, picture in grid(explanations, cmap, alpha).items():
-        path = out / f"{name}_grid.png"
-        picture.save(path)
-        paths.append(str(path))
-    return paths
 
 
 def draw_detections(

@@ -17,10 +17,10 @@ from typing import Sequence
 
 import torch
 
-from ..detection_targets import DetectionTarget, resolve_detection_target
 from ..images import ImageBatch
 from ..metrics.instances import instance_regions
 from ..models.detection import DetectorModel, Selection
+from ..targets import DetectionTarget, resolve_detection_target
 from .datasets import Sample
 from .ground_truth import boxes_to_input, masks_to_input
 

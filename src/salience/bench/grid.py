@@ -32,13 +32,16 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import methods as registry
 from ..errors import SalienceError, UnknownNameError
+from ..models import BUILTIN, PREFIXES
 from .datasets import open_dataset
-from .metric_fns import MetricFn, get_metric
+from .metric_fns import MetricFn, get_metric, metric_kwargs
 from .store import canonical_json
 
 CONFIG_KEYS = ("name", "dataset", "models", "methods", "metrics", "preset", "batch_size", "device",
@@ -199,8 +202,6 @@ def validate(grid: Grid, metric_table: dict[str, MetricFn] | None = None) -> Pla
 
 def check_model_name(name: str) -> None:
     """A one-line error for a model name `load_model` cannot resolve (nothing is loaded)."""
-    from ..models import BUILTIN, PREFIXES
-
     prefix = name.split(":", 1)[0]
     if ":" in name and prefix in PREFIXES:
         return
@@ -210,8 +211,6 @@ def check_model_name(name: str) -> None:
 
 def resolve_method(spec: MethodSpec) -> ResolvedMethod:
     """The explainer for a method spec; unknown names or parameters are one-line errors."""
-    from .. import methods as registry
-
     try:
         explainer = registry.get_explainer(spec.name, **spec.params)
     except TypeError as err:
@@ -228,8 +227,6 @@ def resolve_method(spec: MethodSpec) -> ResolvedMethod:
 
 
 def _init_params(cls: Any) -> list[str]:
-    import inspect
-
     if cls is None:
         return []
     return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
@@ -237,8 +234,6 @@ def _init_params(cls: Any) -> list[str]:
 
 def resolve_metric(spec: MetricSpec, preset: str | None, table: dict[str, MetricFn] | None) -> ResolvedMetric:
     """The metric function for a metric spec, with its preset and parameters."""
-    from .metric_fns import metric_kwargs
-
     fn = get_metric(spec.name, table)
     kwargs = metric_kwargs(fn, preset, spec.params)
     return ResolvedMetric(fn.name, fn, kwargs, canonical_json(kwargs))

@@ -26,11 +26,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..errors import SalienceError
 from ..images import ImageBatch
 from ..models import load_model
 from ..models.model import Model
 from ..targets import ClassTarget
-from ..errors import SalienceError
 from .datasets import Sample, as_sample
 from .detection_runner import run_detector
 from .distributed import Shard

@@ -15,8 +15,7 @@ import torch
 from ..errors import SalienceError, UnknownNameError
 from ..explanation import Explanation
 from ..models.model import Model
-from ..detection_targets import DetectionTarget, resolve_detection_target
-from ..targets import CallableTarget, ClassTarget, Target, resolve_target
+from ..targets import CallableTarget, ClassTarget, DetectionTarget, Target, resolve_detection_target, resolve_target
 
 REGISTRY: dict[str, type["Explainer"]] = {}
 ALIASES: dict[str, str] = {}

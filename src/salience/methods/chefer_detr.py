@@ -39,10 +39,10 @@ from typing import ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..detection_targets import DetectionTarget
 from ..errors import SalienceError
 from ..hooks import frozen_parameters
 from ..models.model import Model
+from ..targets import DetectionTarget
 from .base import Explainer, batches, register
 
 

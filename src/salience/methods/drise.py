@@ -32,9 +32,9 @@ from typing import ClassVar
 
 import torch
 
-from ..detection_targets import DetectionTarget
 from ..errors import SalienceError
 from ..models.detection import Detections, DetectorModel
+from ..targets import DetectionTarget
 from .base import Explainer, register
 from .masks import rise_masks
 from .perturbation import pixel_fill

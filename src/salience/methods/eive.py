@@ -33,10 +33,10 @@ from typing import ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..detection_targets import DetectionTarget
 from ..errors import SalienceError
 from ..explanation import Explanation
 from ..models.detection import DeformableAttention, DetectorModel, GridAttention
+from ..targets import DetectionTarget
 from .base import Explainer, available_methods, check_task, register, resolve_for
 
 FUSIONS = ("hybrid", "mean", "product", "last")

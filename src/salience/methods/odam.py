@@ -23,10 +23,10 @@ from typing import ClassVar
 
 import torch
 
-from ..detection_targets import DetectionTarget
 from ..errors import LayerNotFoundError, SalienceError
 from ..hooks import capture_layer, frozen_parameters
 from ..models.detection import Detections, DetectorModel
+from ..targets import DetectionTarget
 from .base import batches, register
 from .cam import CamExplainer, _captured, combine
 from .drise import check_detection_target

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..methods import Explainer, get_explainer
 from ..models.model import Model
 from .curves import as_target
 
@@ -39,8 +40,6 @@ def cost_ratio(model: Model, x: torch.Tensor, target: Any, method: Any, repeats:
     The two are called alternately after one warm-up each (`alternating_seconds`). The ratio
     is one number for the batch; it is repeated for each image so it fits the per-image tables.
     """
-    from ..methods import Explainer, get_explainer
-
     explainer = method if isinstance(method, Explainer) else get_explainer(method, **params)
     x = x.to(model.device)
     target = as_target(model, x, target)

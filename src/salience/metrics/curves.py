@@ -14,11 +14,10 @@ from typing import Any, Iterator
 
 import torch
 
+from ..errors import TargetError
 from ..models.fast import inference_forward
 from ..models.model import Model
-from ..detection_targets import resolve_detection_target
-from ..errors import TargetError
-from ..targets import Target, resolve_target
+from ..targets import Target, resolve_detection_target, resolve_target
 from .scoring import ScoreFn
 
 PRECISIONS = ("fp32", "bf16")

@@ -8,8 +8,7 @@ import torch
 
 from ..errors import UnknownNameError
 from ..models.model import Model
-from ..detection_targets import DetectionTarget
-from ..targets import ClassTarget
+from ..targets import ClassTarget, DetectionTarget
 from .curves import CurveResult, as_target
 from .insertion_deletion import deletion, id_score, insertion
 from .instances import instance_regions, own_instance_masks, wrong_instance

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UnknownNameError
 from ..models.model import Model
 from .curves import CurveResult, as_target, perturbation_curves, pixel_counts, trapezoid_auc
 from .maps import as_maps, pixel_ranks
@@ -43,8 +44,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _settings(preset: str, mode: str, width: int, reference, step, n_steps, score) -> dict[str, Any]:
     if preset not in PRESETS:
-        from ..errors import UnknownNameError
-
         raise UnknownNameError("preset", preset, list(PRESETS))
     p = PRESETS[preset]
     if step is None and n_steps is None:

@@ -19,9 +19,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..detection_targets import DetectionTarget
 from ..errors import SalienceError, TargetError
 from ..methods.drise import box_iou
+from ..targets import DetectionTarget
 from .ground_truth import boxes_on_grid, masks_on_grid
 from .maps import as_maps
 

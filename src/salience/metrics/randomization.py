@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..methods import Explainer, get_explainer
 from ..models.model import Model
 from .curves import as_target
 
@@ -73,8 +74,6 @@ def randomization_sanity(
     randomise from the top (None: all with parameters) or their names (randomised in the
     order given, cumulatively). The model itself is never changed.
     """
-    from ..methods import Explainer, get_explainer
-
     explainer = method if isinstance(method, Explainer) else get_explainer(method, **params)
     x = x.to(model.device)
     target = as_target(model, x, target)

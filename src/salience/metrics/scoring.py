@@ -15,7 +15,8 @@ from typing import Any, Callable, Union
 import torch
 
 from ..errors import TargetError
-from ..targets import ClassTarget, Target
+from ..methods.drise import best_match_similarity, target_vectors
+from ..targets import ClassTarget, DetectionTarget, Target
 
 ScoreFn = Callable[[Any, Target, torch.Tensor], torch.Tensor]
 Score = Union[str, ScoreFn]
@@ -51,9 +52,6 @@ def drise_score(model: Any, x: torch.Tensor, target: Target) -> ScoreFn:
     clean images ``x`` (one row per target row); each perturbed image is then scored by
     `salience.methods.drise.best_match_similarity` (IoU · class-vector cosine · objectness).
     """
-    from ..detection_targets import DetectionTarget
-    from ..methods.drise import best_match_similarity, target_vectors
-
     if not isinstance(target, DetectionTarget):
         raise TargetError("score='drise' needs detection targets (a detector's Explanation)")
     boxes, probs = target_vectors(model, x, target)

@@ -1,5 +1,11 @@
-"""Loading models: bundled names, ``timm:NAME``, ``hf:NAME``, ``open_clip:ARCH/PRETRAINED``,
-``checkpoint:PATH`` and `wrap` for any module."""
+"""Models: the `Model` core, hub adapters and the project's own architectures.
+
+The core sits here (`model`, `detection`, `anatomy`, `outputs`, `fast`, `checkpoint`,
+`weights`, `imagenet`); `adapters/` wraps the hub libraries' models, `zoo/` holds the
+project's architectures and their shipped weights. This module loads them by name: bundled
+names, ``timm:NAME``, ``hf:NAME``, ``open_clip:ARCH/PRETRAINED``, ``checkpoint:PATH``; and
+`wrap` for any module.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +16,25 @@ from torch import nn
 
 from ..errors import UnknownNameError
 from ..preprocessing import Preprocess
+from . import adapters, zoo  # noqa: F401 - they register hf: families and checkpoint: architectures
 from .model import Model
 
 # Bundled models: name -> "module:function" building a `Model` with no network access.
 BUILTIN: dict[str, str] = {
-    "efficientnet_lite0": "salience.models.efficientnet_lite:load_lite0",
-    "efficientnet_lite1": "salience.models.efficientnet_lite:load_lite1",
-    "efficientnet_lite2": "salience.models.efficientnet_lite:load_lite2",
-    "scene-detr": "salience.models.scene_detectors:load_scene_detr",
-    "scene-deformable-detr": "salience.models.scene_detectors:load_scene_deformable_detr",
-    "scene-vit": "salience.models.scene_vit:load_scene_vit",
+    "efficientnet_lite0": "salience.models.zoo.efficientnet_lite:load_lite0",
+    "efficientnet_lite1": "salience.models.zoo.efficientnet_lite:load_lite1",
+    "efficientnet_lite2": "salience.models.zoo.efficientnet_lite:load_lite2",
+    "scene-detr": "salience.models.zoo.scene_detectors:load_scene_detr",
+    "scene-deformable-detr": "salience.models.zoo.scene_detectors:load_scene_deformable_detr",
+    "scene-vit": "salience.models.zoo.scene_vit:load_scene_vit",
 }
 
 # Hub prefixes: "prefix:NAME" -> "module:function(NAME, **kwargs)".
 PREFIXES: dict[str, str] = {
-    "timm": "salience.models.timm_loader:load_timm",
-    "hf": "salience.models.hf_loader:load_hf",
-    "open_clip": "salience.models.clip:load_open_clip",
-    "checkpoint": "salience.models.head_checkpoint:load_checkpoint",
+    "timm": "salience.models.adapters.timm:load_timm",
+    "hf": "salience.models.adapters.hf:load_hf",
+    "open_clip": "salience.models.adapters.clip:load_open_clip",
+    "checkpoint": "salience.models.checkpoint:load_checkpoint",
 }
 
 DEFAULT_MODEL = "efficientnet_lite0"

@@ -18,6 +18,7 @@ from typing import Any, Callable, ContextManager, Sequence
 
 import torch
 
+from ..errors import SalienceError
 from ..preprocessing import Preprocess
 from .model import Model
 
@@ -99,6 +100,14 @@ class Selection:
 
     def __len__(self) -> int:
         return int(self.query.numel())
+
+
+def cxcywh_to_pixels(boxes: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
+    """Normalised (cx, cy, w, h) -> (x0, y0, x1, y1) in pixels of an (H, W) input (DETRs' box format)."""
+    h, w = input_size
+    cx, cy, bw, bh = boxes.unbind(-1)
+    xyxy = torch.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), -1)
+    return xyxy * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
 
 
 @dataclass
@@ -213,11 +222,8 @@ class DetectorModel(Model):
     def capture_cross_attention(self) -> ContextManager[CrossAttentionRecord]:
         """Record the decoder's cross-attention of the forward passes run inside the block."""
         if self._cross_attention is None:
-            from ..errors import SalienceError
-
             raise SalienceError(f"{self.name} does not expose decoder cross-attention")
         return self._cross_attention(self.module)
-
 
     @property
     def has_attention(self) -> bool:
@@ -227,7 +233,5 @@ class DetectorModel(Model):
         """Record every encoder, decoder self- and cross-attention map of the forward passes
         run inside the block; with ``grad=True`` the maps can be differentiated."""
         if self._attention is None:
-            from ..errors import SalienceError
-
             raise SalienceError(f"{self.name} does not expose its transformer's attention maps")
         return self._attention(self.module, grad)

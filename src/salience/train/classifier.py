@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..data.scenes import SceneDataset
 from ..errors import SalienceError
-from ..models.scene_vit import build_scene_vit
+from ..models.zoo.scene_vit import build_scene_vit
 from .features import FeatureCache, cached_features
 from .loop import Schedule, fit
 from .recipes import HELD_OUT_SEED, TRAIN_SEED, save_trained, shortened

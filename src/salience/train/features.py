@@ -19,16 +19,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..data.sample import Sample
 from ..data.scenes import SceneDataset
 from ..errors import SalienceError
-from ..models.lite_features import LiteFeatures
+from ..models.zoo.lite_features import LITE_MEAN, LITE_STD, LiteFeatures
 from ..preprocessing import Preprocess
 from .loop import atomic_save
-
-LITE_NORMALISE = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 def scene_tensor(samples: Sequence[Sample], size: int) -> torch.Tensor:
     """The samples' images as a normalised (n, 3, size, size) batch (EfficientNet-Lite's mean/std)."""
-    return Preprocess(size=(size, size), **LITE_NORMALISE)([s.image for s in samples])[0]
+    return Preprocess(size=(size, size), mean=LITE_MEAN, std=LITE_STD)([s.image for s in samples])[0]
 
 
 def scene_targets(sample: Sample) -> dict[str, torch.Tensor]:

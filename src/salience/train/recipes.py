@@ -20,9 +20,9 @@ from ..compat import import_optional
 from ..data.scenes import SceneDataset
 from ..errors import SalienceError
 from ..methods.eive import query_maps
-from ..models.detr_parts import capture_cross_attention
-from ..models.head_checkpoint import save_head_checkpoint
-from ..models.scene_detectors import DECODERS, build_scene_detector
+from ..models.checkpoint import save_head_checkpoint
+from ..models.zoo.detr_parts import capture_cross_attention
+from ..models.zoo.scene_detectors import DECODERS, build_scene_detector
 from .coco_eval import evaluate_detector
 from .detection import SetCriterion
 from .features import cached_features

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import SalienceError
+from ...images import expand_sources, load_image
 from .textures import texture
 
 SKIMAGE_PHOTOS = ("chelsea", "rocket", "brick", "grass", "gravel", "hubble_deep_field")
@@ -55,8 +56,6 @@ def bundled_photos() -> tuple[Image.Image, ...]:
 @lru_cache(maxsize=8)
 def folder_photos(folder: str) -> tuple[Image.Image, ...]:
     """Every readable image in ``folder`` (recursively), shrunk to `MAX_SIDE`."""
-    from ...images import expand_sources, load_image
-
     root = Path(folder)
     if not root.is_dir():
         raise SalienceError(f"background folder not found: {root}")

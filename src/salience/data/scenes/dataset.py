@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from PIL import Image
 
+from ...errors import SalienceError
+from ..registry import register_kind
 from ..sample import Dataset, Sample
 from .compose import Scene, SceneGenerator
 from .config import SceneConfig
@@ -55,3 +57,14 @@ class SceneDataset(Dataset):
             image_id=f"{i % self.n:06d}",
             instance_classes=classes,
         )
+
+
+def _scenes(task: str, n: str = "100", seed: str = "0") -> SceneDataset:
+    """``scenes:TASK[:N[:SEED]]``."""
+    try:
+        return SceneDataset(int(n), task, int(seed))
+    except ValueError as err:
+        raise SalienceError(f"dataset 'scenes:{task}:{n}:{seed}': N and SEED must be integers") from err
+
+
+register_kind("scenes", _scenes, (1, 3), path_first=False)

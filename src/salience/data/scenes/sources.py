@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ...errors import SalienceError
+from ..registry import load_dataset
 from ..sample import Dataset
 from .shapes import SHAPES, textured_shape
 
@@ -98,8 +99,6 @@ def load_source(spec: str) -> ShapeSource | CutOutSource:
     ``"realmini:DIR"``, ``"coco:FILE[:DIR]"``) whose instances become cut-outs."""
     if spec == "shapes":
         return ShapeSource()
-    from .. import load_dataset  # the dataset registry imports this package
-
     cutouts = cutouts_from_dataset(load_dataset(spec))
     if not cutouts:
         raise SalienceError(f"scene source '{spec}' has no instance masks of at least {MIN_AREA} pixels "

@@ -8,12 +8,12 @@ from typing import Any
 from PIL import Image
 from torch import nn
 
-from ..compat import import_optional
-from ..errors import SalienceError, UnknownNameError
-from ..preprocessing import Preprocess
-from .imagenet import imagenet_class_names
-from .model import Model
-from .token_anatomy_discovery import timm_anatomy
+from ...compat import import_optional
+from ...errors import SalienceError, UnknownNameError
+from ...preprocessing import Preprocess
+from ..imagenet import imagenet_class_names
+from ..model import Model
+from .anatomy_discovery import timm_anatomy
 
 RESAMPLE = {
     "nearest": Image.NEAREST,

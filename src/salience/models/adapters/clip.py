@@ -10,11 +10,13 @@ the prompts ``a``, ``b``, ``c`` and explains the best one (zero-shot over them).
 Only the image encoder runs in ``model(x)`` (`ZeroShotHead` is the module explainers
 hook); prompts are embedded once, by the same CLIP's text tower, when they are set.
 Loaders: ``open_clip:ARCH/PRETRAINED`` (`load_open_clip`, PRETRAINED a tag or a local
-checkpoint) and ``hf:PATH`` of a ``CLIPModel`` (`load_hf_clip`).
+checkpoint) and ``hf:PATH`` of a ``CLIPModel`` (`load_hf_clip`, registered as a Hugging Face
+family).
 """
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Sequence
 
 import torch
@@ -22,16 +24,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ..compat import import_optional
-from ..errors import SalienceError, TargetError
-from ..preprocessing import Preprocess
-from .anatomy import TokenAnatomy
-from .model import Model
-from .timm_loader import RESAMPLE
-from .token_anatomy_discovery import hf_anatomy, open_clip_anatomy
+from ...compat import import_optional
+from ...errors import SalienceError, TargetError
+from ...preprocessing import Preprocess
+from ..anatomy import TokenAnatomy
+from ..model import Model
+from .anatomy_discovery import hf_anatomy, open_clip_anatomy
+from .hf_common import loading_errors, processor_preprocess, register_hf_family
+from .timm import RESAMPLE
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+CLIP_TYPES = ("clip",)
 
 
 class ZeroShotHead(nn.Module):
@@ -173,8 +177,6 @@ def load_open_clip(name: str, resize: str = "resize", cam_layer: str | None = No
     except RuntimeError as err:
         if "not found" not in str(err).lower() and "unknown" not in str(err).lower():
             raise
-        import difflib
-
         close = difflib.get_close_matches(arch, open_clip.list_models(), n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise SalienceError(f"cannot load open_clip model '{name}': {err}.{hint}") from None
@@ -237,17 +239,20 @@ def load_hf_clip(name_or_path: str, resize: str = "resize", cam_layer: str | Non
     keyword arguments go to ``from_pretrained`` (``attn_implementation=...``).
     """
     transformers = import_optional("transformers")
-    from .hf_loader import _preprocess
-
-    try:
+    with loading_errors("Hugging Face CLIP model", name_or_path):
         clip = transformers.CLIPModel.from_pretrained(name_or_path, **kwargs).eval()
         tokenizer = tokenizer or transformers.AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SalienceError(f"cannot load Hugging Face CLIP model '{name_or_path}': {first_line}") from None
     vision = clip.vision_model
     image_encoder = HFClipImageEncoder(vision, clip.visual_projection, interpolate_pos_encoding)
     head = ZeroShotHead(image_encoder, clip.logit_scale.exp().item())
-    preprocess = _preprocess(name_or_path, clip.config.vision_config, resize)
+    preprocess = processor_preprocess(name_or_path, clip.config.vision_config, resize)
     return ClipModel(head, HFClipTextEncoder(clip, tokenizer), preprocess, prompts=prompts, cam_layer=cam_layer,
                      name=f"hf:{name_or_path}", anatomy=hf_anatomy(vision, prefix="image_encoder.vision_model."))
+
+
+def is_hf_clip(config) -> bool:
+    """Whether a transformers config is a ``CLIPModel``'s."""
+    return getattr(config, "model_type", None) in CLIP_TYPES
+
+
+register_hf_family(is_hf_clip, load_hf_clip)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .errors import TargetError
+from ..errors import TargetError
 
 
 class Target:

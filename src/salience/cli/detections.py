@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from . import viz
-from .images import ImageBatch
-from .models.detection import DetectorModel
+from .. import viz
+from ..images import ImageBatch
+from ..models.detection import DetectorModel
 
 
 def detect(model: DetectorModel, batch: ImageBatch) -> list[list[dict]]:

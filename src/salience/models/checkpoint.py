@@ -2,7 +2,9 @@
 
 A checkpoint is ``{"config", "class_names", "state_dict", "meta"}``; its state dict holds
 everything but ``backbone.*``, whose weights come from the backbone's own pretrained file, so
-the shipped models stay a few MB.
+the shipped models stay a few MB. ``config["architecture"]`` names the model; each
+architecture registers how ``checkpoint:PATH`` rebuilds it (`register_architecture`), so this
+module knows none of them.
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ import torch
 from torch import nn
 
 from ..errors import SalienceError
+from .model import Model
 
-WEIGHTS_DIR = Path(__file__).parent / "weights"
 FIELDS = {"config", "class_names", "state_dict"}
+#: architecture name -> ``loader(path, **kwargs)`` giving the `Model` of such a checkpoint.
+ARCHITECTURE_LOADERS: dict[str, Callable[..., Model]] = {}
+
+
+def register_architecture(name: str, loader: Callable[..., Model]) -> None:
+    """Make ``checkpoint:PATH`` of a checkpoint whose config names ``name`` load with ``loader(path, **kwargs)``."""
+    ARCHITECTURE_LOADERS[name] = loader
 
 
 def head_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -55,18 +64,13 @@ def read_head_checkpoint(path: Path, kind: str, build: Callable[[dict], nn.Modul
     return module, checkpoint["class_names"]
 
 
-def load_checkpoint(path: str, **kwargs):
+def load_checkpoint(path: str, **kwargs) -> Model:
     """The `Model` of any checkpoint written by ``salience train`` (``checkpoint:PATH``), loaded by
-    the architecture its config records; ``kwargs`` go to that model's loader."""
-    from .scene_detectors import ARCHITECTURES, load_scene_detector
-    from .scene_vit import NAME, load_scene_vit
-
+    the loader registered for the architecture its config records; ``kwargs`` go to that loader."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise SalienceError(f"no checkpoint file {file}")
     architecture = _read(file, "salience")["config"].get("architecture")
-    if architecture in ARCHITECTURES:
-        return load_scene_detector(file, **kwargs)
-    if architecture == NAME:
-        return load_scene_vit(file, **kwargs)
-    raise SalienceError(f"{file}: unknown architecture {architecture!r}; known: {', '.join([*ARCHITECTURES, NAME])}")
+    if architecture not in ARCHITECTURE_LOADERS:
+        raise SalienceError(f"{file}: unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURE_LOADERS)}")
+    return ARCHITECTURE_LOADERS[architecture](file, **kwargs)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SalienceError
-from .detection import CrossAttentionRecord
+from ...errors import SalienceError
+from ..detection import CrossAttentionRecord
 
 
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .detection import DeformableAttention
+from ..detection import DeformableAttention
 from .detr_parts import MLP, FeedForward, RecordingAttention, grid_centres, grid_positions, inverse_sigmoid, sine_encoding
 from .lite_features import LiteFeatures
 

@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import TargetError
-from .models.detection import Detections, Selection
-from .targets import Target
+from ..errors import TargetError
+from ..models.detection import Detections, Selection
+from .base import Target
 
 
 class DetectionTarget(Target):

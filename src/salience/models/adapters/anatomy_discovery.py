@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .anatomy import TokenAnatomy
+from ..anatomy import TokenAnatomy
 
 ATTENTION_NAMES = ("attn", "attention", "self_attn")
 NORM1_NAMES = ("norm1", "layernorm_before", "layer_norm1", "ln_1")

@@ -20,12 +20,11 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from ..compat import import_optional
-from ..errors import SalienceError
-from .detection import (CrossAttentionRecord, DeformableAttention, DetectorModel, Detections, GridAttention,
-                        TransformerAttention)
-from .hf_loader import _from_pretrained, _preprocess
-from .scene_detectors import cxcywh_to_pixels
+from ...compat import import_optional
+from ...errors import SalienceError
+from ..detection import (CrossAttentionRecord, DeformableAttention, DetectorModel, Detections, GridAttention,
+                         TransformerAttention, cxcywh_to_pixels)
+from .hf_common import from_pretrained, processor_preprocess, register_hf_family
 
 GRID_MODELS = ("detr", "conditional_detr")
 DEFORMABLE_MODELS = ("deformable_detr", "rt_detr")
@@ -36,12 +35,19 @@ def is_hf_detector(config) -> bool:
     return getattr(config, "model_type", None) in GRID_MODELS + DEFORMABLE_MODELS
 
 
+def is_object_detector(config) -> bool:
+    """Whether a transformers config is an object detector's (``hf:`` routes it here; an
+    unsupported one is then refused by name)."""
+    return any(a.endswith("ForObjectDetection") for a in getattr(config, "architectures", None) or [])
+
+
 def load_hf_detector(
     name_or_path: str,
     resize: str = "resize",
     score_threshold: float = 0.5,
     top_k: int | None = None,
     input_size: int | tuple[int, int] | None = None,
+    cam_layer: str | None = None,
     **kwargs,
 ) -> DetectorModel:
     """A Hugging Face DETR-family detector as a `DetectorModel`.
@@ -49,16 +55,17 @@ def load_hf_detector(
     ``input_size`` overrides the processor's size (DETRs resize to a shortest edge of 800
     by default, read as 800×800); ``score_threshold`` and ``top_k`` are the
     post-processing defaults (``top_k`` as in transformers: 100, the number of queries for
-    RT-DETR). Other keyword arguments go to ``from_pretrained``.
+    RT-DETR); ``cam_layer`` names the CAM methods' layer (default: found by a forward pass).
+    Other keyword arguments go to ``from_pretrained``.
     """
     transformers = import_optional("transformers")
-    module = _from_pretrained(transformers.AutoModelForObjectDetection, name_or_path,
+    module = from_pretrained(transformers.AutoModelForObjectDetection, name_or_path,
                               {"attn_implementation": "eager", **kwargs})  # attention weights returned
     config = module.config
     if not is_hf_detector(config):
         raise SalienceError(f"'{name_or_path}' is a {config.model_type} detector; supported: "
                             f"{', '.join(GRID_MODELS + DEFORMABLE_MODELS)}")
-    preprocess = _preprocess(name_or_path, config, resize)
+    preprocess = processor_preprocess(name_or_path, config, resize)
     if input_size is not None:
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         preprocess = type(preprocess)(**{**preprocess.__dict__, "size": size})
@@ -71,7 +78,7 @@ def load_hf_detector(
     capture = grid_cross_attention if grid else deformable_cross_attention
     return DetectorModel(module, preprocess, class_names, decode=decode_softmax if softmax else decode_sigmoid,
                          cross_attention=capture, attention=transformer_attention if grid else None,
-                         score_threshold=score_threshold, top_k=top_k,
+                         score_threshold=score_threshold, top_k=top_k, cam_layer=cam_layer,
                          name=f"hf:{name_or_path}")
 
 
@@ -187,3 +194,6 @@ def transformer_attention(module: nn.Module, grad: bool = False) -> Iterator[Tra
     finally:
         for h in handles:
             h.remove()
+
+
+register_hf_family(is_object_detector, load_hf_detector)

@@ -21,17 +21,18 @@ from rich.table import Table
 
 import salience as sl
 
-from . import viz
-from .bench.cli import bench_command, evaluate_command
-from .data.scenes.cli import scenes_app
-from .train.cli import train_app
-from .detect import detect, save_detections
-from .errors import ImageLoadError, SalienceError, TargetError
-from .images import ImageBatch, _unique, expand_sources, load_image
-from .methods import REGISTRY, Explainer
-from .models import BUILTIN, DEFAULT_MODEL, PREFIXES
-from .models.model import Model
-from .preprocessing import RESIZE_MODES
+from .. import viz
+from ..bench.cli import bench_command, evaluate_command
+from ..data.scenes.cli import scenes_app
+from ..errors import ImageLoadError, SalienceError, TargetError
+from ..explanation import save_grids
+from ..images import ImageBatch, _unique, expand_sources, load_image
+from ..methods import REGISTRY, Explainer
+from ..models import BUILTIN, DEFAULT_MODEL, PREFIXES
+from ..models.model import Model
+from ..preprocessing import RESIZE_MODES
+from ..train.cli import train_app
+from .detections import detect, save_detections
 
 app = typer.Typer(
     add_completion=False,
@@ -210,10 +211,10 @@ def run_explain(
                     out.print(f"{', '.join(batch.names)}: {error}")
                     progress.advance(task, len(batch) * len(explainers))
                     break
-                written += viz.save_explanation(results[name], out_dir, cmap=cmap)
+                written += results[name].save(out_dir, cmap=cmap)
                 progress.advance(task, len(batch))
             if len(results) > 1:
-                written += viz.save_grids(results, out_dir, cmap=cmap)
+                written += save_grids(results, out_dir, cmap=cmap)
             n_done += len(batch)
     return n_done, written
 

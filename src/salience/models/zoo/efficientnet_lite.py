@@ -25,11 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SalienceError
-from ..preprocessing import Preprocess
-from .imagenet import imagenet_class_names
-from .model import Model
-from .weights import load_by_position
+from ...errors import SalienceError
+from ...preprocessing import Preprocess
+from ..imagenet import imagenet_class_names
+from ..model import Model
+from ..weights import load_by_position
 
 BN_EPS = 1e-3  # TensorFlow's batch-norm epsilon
 STEM_CHANNELS = 32

@@ -23,13 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SalienceError
-from ..preprocessing import Preprocess
-from .lite_features import LiteFeatures
-from .model import Model
-from .head_checkpoint import WEIGHTS_DIR, read_head_checkpoint
-from .scene_detectors import LITE_MEAN, LITE_STD
-from .token_anatomy_discovery import timm_anatomy
+from ...errors import SalienceError
+from ...preprocessing import Preprocess
+from ..adapters.anatomy_discovery import timm_anatomy
+from ..checkpoint import read_head_checkpoint, register_architecture
+from ..model import Model
+from .lite_features import LITE_MEAN, LITE_STD, WEIGHTS_DIR, LiteFeatures
 
 NAME = "scene-vit"
 STRIDE = 16
@@ -177,3 +176,6 @@ def load_scene_vit(name_or_path: str | Path = NAME, resize: str = "resize") -> M
                             "`salience train vit`, see docs/models.md)")
     module, class_names = read_head_checkpoint(path, NAME, build_scene_vit)
     return as_model(module, class_names, resize, NAME if shipped else path.stem)
+
+
+register_architecture(NAME, load_scene_vit)
