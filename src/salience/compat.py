@@ -16,7 +16,8 @@ from types import ModuleType
 
 from .errors import SalienceError
 
-_EXTRAS = {"timm": "timm", "transformers": "transformers", "open_clip": "open_clip", "pycocotools": "coco"}
+_EXTRAS = {"timm": "timm", "transformers": "transformers", "open_clip": "open_clip", "pycocotools": "coco",
+           "skimage": "segments"}
 _USE_TORCHVISION = {"timm", "transformers", "open_clip", "pytorch_grad_cam"}
 _torchvision_patched = False
 

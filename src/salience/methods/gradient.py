@@ -338,3 +338,80 @@ class IntegratedGradients(Explainer):
             model, x, target, self.baseline, self.steps, self.method, self.batch_size, self.blur_sigma
         )
         return attributions.sum(1)
+
+
+def xrai_regions(attribution: torch.Tensor, masks: torch.Tensor, min_pixel_diff: int = 50) -> torch.Tensor:
+    """XRAI's greedy region ranking (Kapishnikov et al. 2019, the authors' ``full`` algorithm).
+
+    ``attribution`` (H, W) and candidate region ``masks`` (S, H, W) bool. Repeatedly add the
+    region whose not-yet-covered pixels have the highest mean attribution (regions adding
+    fewer than ``min_pixel_diff`` new pixels are dropped); the new pixels get that mean as
+    their value. Pixels no region covers get their own mean attribution. Computed on
+    "atoms" (pixels with the same region membership), so each step is one small product.
+    """
+    h, w = attribution.shape
+    atoms, atom_of = torch.unique(masks.flatten(1).T, dim=0, return_inverse=True)  # (A, S), (H·W,)
+    mass = torch.zeros(len(atoms), dtype=torch.float64, device=attribution.device)
+    mass.index_add_(0, atom_of, attribution.flatten().double())
+    count = torch.bincount(atom_of, minlength=len(atoms)).double()
+    regions = atoms.T.double()  # (S, A)
+    covered = torch.zeros(len(atoms), dtype=torch.bool, device=attribution.device)
+    alive = torch.ones(len(regions), dtype=torch.bool, device=attribution.device)
+    value = torch.full((len(atoms),), float("-inf"), dtype=torch.float64, device=attribution.device)
+    while True:
+        new = regions * (~covered).double()
+        new_count = new @ count
+        alive &= new_count >= min_pixel_diff
+        if not alive.any():
+            break
+        gain = torch.where(alive, (new @ mass) / new_count.clamp_min(1), torch.full_like(new_count, float("-inf")))
+        best = int(gain.argmax())
+        value[(regions[best] > 0) & ~covered] = gain[best]
+        covered |= regions[best] > 0
+        alive[best] = False
+    rest = torch.isinf(value)
+    if rest.any():
+        value[rest] = mass[rest].sum() / count[rest].sum()
+    return value[atom_of].view(h, w).float()
+
+
+@register
+class XRAI(Explainer):
+    """XRAI (Kapishnikov et al. 2019): Integrated Gradients aggregated over ranked image regions.
+
+    As the authors' code (PAIR ``saliency``): IG from a black and a white baseline (each
+    image's minimum and maximum input value), averaged, max over channels; regions:
+    Felzenszwalb segments at scales 50, 100, 150, 250, 500, 1200 (σ 0.8, min size 150) of
+    the photo scaled to [−1, 1], each dilated by a disk of 5 px (`segments.felzenszwalb_masks`,
+    scikit-image, at the input size); then `xrai_regions`. The map's order is the regions'
+    order; its values are the regions' mean attributions.
+
+    Parameters
+    ----------
+    steps : int
+        IG steps per baseline (the authors' default: 100).
+    min_pixel_diff : int
+        Regions adding fewer new pixels are dropped (authors: 50).
+    batch_size : int
+        IG path points per forward/backward pass.
+    """
+
+    name = "xrai"
+    family = "gradient"
+
+    def __init__(self, steps: int = 50, min_pixel_diff: int = 50, batch_size: int = 4):
+        super().__init__(batch_size=batch_size)
+        riemann_weights(steps)
+        self.steps, self.min_pixel_diff = steps, min_pixel_diff
+
+    def attribute(self, model: Model, x: torch.Tensor, target: Target) -> torch.Tensor:
+        from .segments import felzenszwalb_masks, input_photos
+
+        low = x.flatten(1).amin(1).view(-1, 1, 1, 1).expand_as(x)
+        high = x.flatten(1).amax(1).view(-1, 1, 1, 1).expand_as(x)
+        attribution = sum(integrated_gradients_attributions(model, x, target, base, self.steps,
+                                                            batch_size=self.batch_size) for base in (low, high)) / 2
+        attribution = attribution.amax(1)
+        photos = input_photos(model, x)
+        return torch.stack([xrai_regions(attribution[r], felzenszwalb_masks(photos[r], device=x.device),
+                                         self.min_pixel_diff) for r in range(x.shape[0])])
