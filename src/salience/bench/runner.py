@@ -48,6 +48,9 @@ def run_plan(plan: Plan, store: ResultStore, shard: Shard | None = None, resume:
     grid = plan.grid
     dataset = plan.dataset if hasattr(plan.dataset, "__getitem__") else list(plan.dataset)
     eligible = [i for i in range(len(dataset)) if not grid.require_masks or as_sample(dataset[i], i).masks is not None]
+    if grid.shuffle is not None:
+        order = torch.randperm(len(eligible), generator=torch.Generator().manual_seed(grid.shuffle)).tolist()
+        eligible = [eligible[k] for k in order]
     eligible = eligible[:grid.limit]
     positions = [eligible[k] for k in shard.indices(len(eligible))]
     batches = [positions[i:i + grid.batch_size] for i in range(0, len(positions), grid.batch_size)]
@@ -56,26 +59,36 @@ def run_plan(plan: Plan, store: ResultStore, shard: Shard | None = None, resume:
     with _progress(progress and shard.is_main, total) as advance:
         for model_name in grid.models:
             model = load_model(model_name, device=device)
-            run_model = run_detector if model.task == "detection" else run_classifier
-            run_model(plan, store, model_name, model, batches, dataset, resume, stats, advance)
+            if model.task == "detection":
+                run_detector(plan, store, model_name, model, batches, dataset, resume, stats, advance)
+            else:
+                chosen = {m.key: m.positions(eligible) for m in plan.methods}
+                run_classifier(plan, store, model_name, model, batches, dataset, resume, stats, advance, chosen)
     return stats
 
 
 def run_classifier(plan: Plan, store: ResultStore, model_name: str, model: Model, batches: list[list[int]],
-                   dataset: Any, resume: bool, stats: RunStats, advance: Callable[[str], None]) -> None:
-    """Every batch × method of one classifier: one row per image and metric."""
+                   dataset: Any, resume: bool, stats: RunStats, advance: Callable[[str], None],
+                   chosen: dict[str, set[int]] | None = None) -> None:
+    """Every batch × method of one classifier: one row per image and metric.
+
+    ``chosen``: per method key, the dataset positions it runs on (default: all); in each batch
+    a method explains only its chosen images.
+    """
     done = {m.key: done_by_image(store, model_name, m) for m in plan.methods} if resume else {}
     expected = {(m.name, m.key) for m in plan.metrics}
     for batch in batches:
         samples = [as_sample(dataset[i], i) for i in batch]
-        pending = {m.key: not resume or any(not expected <= done[m.key].get(s.image_id, set())
-                                            for s in samples) for m in plan.methods}
+        picks = {m.key: [j for j, i in enumerate(batch) if chosen is None or i in chosen[m.key]] for m in plan.methods}
+        pending = {m.key: bool(picks[m.key]) and (not resume or any(
+            not expected <= done[m.key].get(samples[j].image_id, set()) for j in picks[m.key])) for m in plan.methods}
         inputs = _prepare(model, samples, plan.grid.target) if any(pending.values()) else None
         for method in plan.methods:
-            stats.resumed += not pending[method.key]
+            stats.resumed += not pending[method.key] and bool(picks[method.key])
             if pending[method.key]:
+                picked = picks[method.key]
                 stats.rows += _run_unit(store, plan.grid.name, model_name, model, method, plan.metrics,
-                                        samples, inputs, stats)
+                                        [samples[j] for j in picked], inputs.select(picked), stats)
                 stats.units += 1
             advance(f"{model_name} · {method.name}")
 
@@ -92,6 +105,14 @@ class Inputs:
 
     def target(self) -> ClassTarget:
         return ClassTarget(self.classes, torch.arange(len(self.classes)), self.class_names)
+
+    def select(self, picked: list[int]) -> "Inputs":
+        """The same batch restricted to the images at positions ``picked``."""
+        if picked == list(range(len(self.classes))):
+            return self
+        index = torch.tensor(picked)
+        return Inputs(self.x[index.to(self.x.device)], self.classes[index], [self.masks[j] for j in picked],
+                      [self.regions[j] for j in picked], self.class_names)
 
 
 def _prepare(model: Model, samples: list[Sample], target: str) -> Inputs:

@@ -1,7 +1,7 @@
 """Evaluation metrics for saliency maps, each returning one value per image.
 
 Perturbation metrics (`insertion`, `deletion`, `id_score`, `positive_perturbation`,
-`negative_perturbation`) take ``(model, x, maps, target, **options)`` and return a
+`negative_perturbation`, `road_morf`, `road_lerf`) take ``(model, x, maps, target, **options)`` and return a
 `CurveResult` (``.values`` = ``.auc`` per image, ``.curves``, ``.fractions``). Localisation
 metrics (`miou`, `pointing_game`, `energy_pointing_game`) take ``masks=`` or ``boxes=`` and
 return a (N,) tensor, NaN for rows without ground truth. `randomization_sanity` and
@@ -17,6 +17,7 @@ from .perturbation_auc import negative_perturbation, positive_perturbation
 from .instances import match_instances, wrong_instance
 from .pointing import energy_pointing_game, pointing_game
 from .randomization import SanityResult, randomization_sanity, spearman
+from .road import road_lerf, road_morf
 
 __all__ = [
     "METRICS",
@@ -37,6 +38,8 @@ __all__ = [
     "pointing_game",
     "positive_perturbation",
     "randomization_sanity",
+    "road_lerf",
+    "road_morf",
     "spearman",
     "wrong_instance",
 ]

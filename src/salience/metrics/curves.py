@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -117,12 +117,15 @@ def perturbation_curves(
     precision: str = "fp32",
     channels_last: bool | None = None,
     trace: bool = True,
+    perturb: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Scores (N, K): image n with its ``counts[k]`` first-ranked pixels taken from ``finish``.
 
     ``ranks`` (N, H*W) from `pixel_ranks`; ``start`` / ``finish`` (N, 3, H, W); sample n
     belongs to target row n. Batches run through `inference_forward` (channels-last, frozen
-    trace in fp32; see `salience.models.fast`).
+    trace in fp32; see `salience.models.fast`). ``perturb(images, steps, changed)``, if given,
+    builds a chunk's perturbed batch instead (image and step numbers (b,), changed pixels
+    (b, 1, H, W)); ``finish`` is then unused (ROAD's imputation).
     """
     n, k = ranks.shape[0], counts.numel()
     h, w = start.shape[-2:]
@@ -138,6 +141,9 @@ def perturbation_curves(
             chunk = slice(begin, min(begin + batch_size, n * k))
             images = image_of[chunk]
             changed = (ranks[images] < counts[step_of[chunk]][:, None]).view(-1, 1, h, w)
-            batch = torch.where(changed, finish[images], start[images])
+            if perturb is None:
+                batch = torch.where(changed, finish[images], start[images])
+            else:
+                batch = perturb(images, step_of[chunk], changed)
             scores[chunk] = score_fn(forward(batch), target, images).float()
     return scores.view(n, k)

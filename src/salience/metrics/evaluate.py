@@ -15,6 +15,7 @@ from .instances import instance_regions, own_instance_masks, wrong_instance
 from .miou import miou
 from .perturbation_auc import negative_perturbation, positive_perturbation
 from .pointing import energy_pointing_game, pointing_game
+from .road import road_lerf, road_morf
 
 METRICS: dict[str, Callable[..., Any]] = {
     "insertion": insertion,
@@ -22,13 +23,16 @@ METRICS: dict[str, Callable[..., Any]] = {
     "id": id_score,
     "positive_perturbation": positive_perturbation,
     "negative_perturbation": negative_perturbation,
+    "road_morf": road_morf,
+    "road_lerf": road_lerf,
     "miou": miou,
     "pointing_game": pointing_game,
     "energy_pointing_game": energy_pointing_game,
     "wrong_instance": wrong_instance,
 }
-CURVE_METRICS = ("insertion", "deletion", "id", "positive_perturbation", "negative_perturbation")
+CURVE_METRICS = ("insertion", "deletion", "id", "positive_perturbation", "negative_perturbation", "road_morf", "road_lerf")
 DEFAULT_METRICS = ("insertion", "deletion", "id")
+TARGET_METRICS = (insertion, deletion, id_score, positive_perturbation, negative_perturbation, road_morf, road_lerf)
 ALIASES = {"id_score": "id", "pointing": "pointing_game", "energy_pointing": "energy_pointing_game", "iou": "miou"}
 
 
@@ -88,8 +92,7 @@ def evaluate(
                                  boxes=explanation_or_maps.boxes)
     elif target is None and classes is not None:
         target = ClassTarget(classes, torch.arange(len(classes)), model.class_names)
-    needs_target = any(f in (insertion, deletion, id_score, positive_perturbation, negative_perturbation)
-                       for f in functions.values())
+    needs_target = any(f in TARGET_METRICS for f in functions.values())
     target = as_target(model, x, "top1" if target is None else target) if needs_target else target
     truth = {"masks": masks, "boxes": boxes}
     if model.task == "detection" and (masks is not None or boxes is not None) and any(
@@ -114,6 +117,9 @@ _OPTIONS = {
     energy_pointing_game: {"masks", "boxes", "box_frame"},
     wrong_instance: {"masks", "boxes", "labels", "iou_threshold", "box_frame"},
 }
+_OPTIONS[road_morf] = {"fractions", "noise", "score", "seed", "sweeps", "batch_size", "precision", "channels_last",
+                       "trace"}
+_OPTIONS[road_lerf] = _OPTIONS[road_morf]
 _OPTIONS[deletion] = _OPTIONS[id_score] = _OPTIONS[insertion]
 _OPTIONS[negative_perturbation] = _OPTIONS[positive_perturbation]
 
