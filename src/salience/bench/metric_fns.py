@@ -56,7 +56,7 @@ def register_metric(metric: MetricFn) -> MetricFn:
 # Ground truth of the suite's localisation metrics: mIoU is defined against masks; the
 # pointing games use the mask, or the boxes' area where a dataset has boxes only.
 SUITE_NEEDS = {"miou": "masks", "pointing_game": "region", "energy_pointing_game": "region",
-               "wrong_instance": "region"}
+               "wrong_instance": "region", "max_sensitivity": "method"}
 SUITE_PRESET = ("insertion", "deletion", "id")
 
 

@@ -15,7 +15,9 @@ from .instances import instance_regions, own_instance_masks, wrong_instance
 from .miou import miou
 from .perturbation_auc import negative_perturbation, positive_perturbation
 from .pointing import energy_pointing_game, pointing_game
+from .faithfulness import saco
 from .road import road_lerf, road_morf
+from .robustness import infidelity, max_sensitivity
 
 METRICS: dict[str, Callable[..., Any]] = {
     "insertion": insertion,
@@ -25,6 +27,9 @@ METRICS: dict[str, Callable[..., Any]] = {
     "negative_perturbation": negative_perturbation,
     "road_morf": road_morf,
     "road_lerf": road_lerf,
+    "saco": saco,
+    "infidelity": infidelity,
+    "max_sensitivity": max_sensitivity,
     "miou": miou,
     "pointing_game": pointing_game,
     "energy_pointing_game": energy_pointing_game,
@@ -32,8 +37,9 @@ METRICS: dict[str, Callable[..., Any]] = {
 }
 CURVE_METRICS = ("insertion", "deletion", "id", "positive_perturbation", "negative_perturbation", "road_morf", "road_lerf")
 DEFAULT_METRICS = ("insertion", "deletion", "id")
-TARGET_METRICS = (insertion, deletion, id_score, positive_perturbation, negative_perturbation, road_morf, road_lerf)
-ALIASES = {"id_score": "id", "pointing": "pointing_game", "energy_pointing": "energy_pointing_game", "iou": "miou"}
+TARGET_METRICS = (insertion, deletion, id_score, positive_perturbation, negative_perturbation, road_morf, road_lerf,
+                  saco, infidelity, max_sensitivity)
+ALIASES = {"id_score": "id", "sensitivity_max": "max_sensitivity", "road": "road_morf", "pointing": "pointing_game", "energy_pointing": "energy_pointing_game", "iou": "miou"}
 
 
 def metric_function(name: str) -> Callable[..., Any]:
@@ -120,6 +126,10 @@ _OPTIONS = {
 _OPTIONS[road_morf] = {"fractions", "noise", "score", "seed", "sweeps", "batch_size", "precision", "channels_last",
                        "trace"}
 _OPTIONS[road_lerf] = _OPTIONS[road_morf]
+_OPTIONS[saco] = {"groups", "reference", "score", "batch_size", "channels_last", "trace"}
+_OPTIONS[infidelity] = {"n_perturbations", "noise", "normalize", "score", "seed", "perturbations", "batch_size",
+                        "channels_last", "trace"}
+_OPTIONS[max_sensitivity] = {"method", "n_perturbations", "radius", "seed", "perturbations"}
 _OPTIONS[deletion] = _OPTIONS[id_score] = _OPTIONS[insertion]
 _OPTIONS[negative_perturbation] = _OPTIONS[positive_perturbation]
 
