@@ -395,3 +395,55 @@ def test_id_is_derived_from_insertion_and_deletion_rows():
     assert sorted((r.image, round(r.value, 9)) for r in derived) == [("a", 0.6), ("b", 0.2)]
     (id_row,) = [s for s in summarize(with_derived_id(rows)) if s.metric == "id"]
     assert id_row.n == 2 and abs(id_row.mean - 0.4) < 1e-12
+
+
+# -- subsets, order, several datasets, confidence -----------------------------------------
+def test_method_subset_runs_on_evenly_spaced_images_and_resumes(tmp_path):
+    data = config(tmp_path, n_images=8)
+    data["methods"].append({"name": "test_channel_mean", "params": {"delay": 0.001}, "subset": 3})
+    _, rows = run(data)
+    def images(delay):
+        return sorted({r.image for r in rows if r.params.startswith(f'{{"delay":{delay},')})
+
+    assert len(images(0.0)) == 8
+    assert images(0.001) == ["syn000", "syn002", "syn005"]  # positions ⌊k·8/3⌋
+    stats, again = run(data, resume=True)
+    assert stats.units == 0 and len(again) == len(rows)
+
+
+def test_shuffle_visits_a_seeded_order_and_limit_samples_it(tmp_path):
+    first = {r.image for r in run(config(tmp_path, n_images=12, name="a", limit=4, shuffle=1))[1]}
+    again = {r.image for r in run(config(tmp_path, n_images=12, name="b", limit=4, shuffle=1))[1]}
+    other = {r.image for r in run(config(tmp_path, n_images=12, name="c", limit=4, shuffle=2))[1]}
+    plain = {r.image for r in run(config(tmp_path, n_images=12, name="d", limit=4))[1]}
+    assert first == again and first != other and len(first) == 4
+    assert plain == {f"syn{i:03d}" for i in range(4)}
+
+
+def test_a_list_of_datasets_is_read_one_after_the_other(tmp_path):
+    from salience.bench.datasets import open_dataset
+
+    both = open_dataset(["synthetic:3", "synthetic:2"])
+    assert len(both) == 5 and both[4].image_id == "syn001" and both[2].image_id == "syn002"
+    with pytest.raises(SalienceError):
+        grid_from_dict({**config(tmp_path), "methods": [{"name": "test_channel_mean", "subset": 0}]})
+
+
+def test_confidence_report_intervals_and_paired_test(tmp_path):
+    from scipy.stats import wilcoxon
+
+    from salience.bench.report import bootstrap_mean_ci, confidence_report, paired_test
+
+    values = [0.1 * i for i in range(20)]
+    low, high = bootstrap_mean_ci(values)
+    assert low < statistics.fmean(values) < high and high - low < 0.6
+    a = {f"i{k}": v + 0.05 * (k % 3) for k, v in enumerate(values)}
+    b = {f"i{k}": v for k, v in enumerate(values)}
+    b["extra"] = 5.0  # not paired
+    t = paired_test("m", "insertion", "x", "y", a, b)
+    diffs = [a[k] - b[k] for k in a]
+    assert t.n == 20 and t.mean_difference == pytest.approx(statistics.fmean(diffs))
+    assert t.p_value == pytest.approx(wilcoxon(diffs).pvalue)
+    rows = [ResultRow(k, "m", name, "{}", "deletion", "{}", v) for name, d in (("x", a), ("y", b)) for k, v in d.items()]
+    report = confidence_report(rows)
+    assert "| m | deletion | x | y | 20 | +0.0475 |" in report  # lower mean deletion leads (y has an unpaired 5.0)

@@ -8,6 +8,12 @@ metric (insertion, deletion, ...) the mean curve of each method; for every metri
 chart of the methods' means with std error bars. ID (insertion − deletion) is derived
 per image from stored insertion and deletion rows when it was not computed itself (skipped
 where either is skipped).
+
+Which differences are real (`confidence_report`, written as ``confidence.md``): per method
+and metric a 95 % bootstrap confidence interval of the mean over images (percentile
+bootstrap, 2000 resamples of the images, seeded); per metric, the best method paired with
+each of the next ones on the images both have: the mean paired difference, its bootstrap
+interval and the two-sided Wilcoxon signed-rank p-value (scipy).
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from .store import ResultRow
+
+#: Metrics where a lower value is the better one (the others: higher is better).
+LOWER_IS_BETTER = ("deletion", "positive_perturbation", "road_morf", "cost", "infidelity", "max_sensitivity",
+                   "wrong_instance")
 
 
 @dataclass
@@ -126,14 +138,95 @@ def mean_curves(rows: list[ResultRow]) -> dict[tuple[str, str], dict[str, list[f
     return {k: {m: [v / c for v in t] for m, (t, c) in d.items()} for k, d in sums.items()}
 
 
+def bootstrap_mean_ci(values: list[float], resamples: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling the values, seeded)."""
+    t = torch.tensor(values, dtype=torch.float64)
+    if len(t) < 2:
+        return (float("nan"), float("nan"))
+    picks = torch.randint(len(t), (resamples, len(t)), generator=torch.Generator().manual_seed(seed))
+    means = t[picks].mean(1)
+    low, high = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(low), float(high)
+
+
+@dataclass
+class PairedResult:
+    """Method ``a`` against method ``b`` on the images both have, for one metric."""
+
+    model: str
+    metric: str
+    a: str
+    b: str
+    n: int
+    mean_difference: float  # a − b
+    ci: tuple[float, float]
+    p_value: float
+
+
+def per_image(rows: list[ResultRow]) -> dict[tuple[str, str, str], dict[str, float]]:
+    """(model, method label, metric label) -> image -> value, for rows with a value."""
+    method_label = _labeller([(r.method, r.params) for r in rows])
+    metric_label = _labeller([(r.metric, r.metric_params) for r in rows])
+    out: dict[tuple[str, str, str], dict[str, float]] = {}
+    for r in rows:
+        if r.value is not None:
+            out.setdefault((r.model, method_label(r.method, r.params), metric_label(r.metric, r.metric_params)),
+                           {})[r.image] = r.value
+    return out
+
+
+def paired_test(model: str, metric: str, a: str, b: str, values_a: dict[str, float],
+                values_b: dict[str, float]) -> PairedResult:
+    """Paired comparison on the common images: mean difference, bootstrap CI, Wilcoxon p-value."""
+    from scipy.stats import wilcoxon
+
+    common = sorted(set(values_a) & set(values_b))
+    diffs = [values_a[i] - values_b[i] for i in common]
+    if len(diffs) < 2:
+        return PairedResult(model, metric, a, b, len(diffs), float("nan"), (float("nan"),) * 2, float("nan"))
+    p = 1.0 if all(d == 0 for d in diffs) else float(wilcoxon(diffs).pvalue)
+    return PairedResult(model, metric, a, b, len(diffs), sum(diffs) / len(diffs), bootstrap_mean_ci(diffs), p)
+
+
+def _base_metric(label: str) -> str:
+    return label.split(" ", 1)[0]
+
+
+def confidence_report(rows: list[ResultRow], top: int = 3) -> str:
+    """Markdown: mean [95 % CI] per method and metric, and paired tests of the best method of
+    each metric against the next ``top`` (see the module doc)."""
+    values = per_image(with_derived_id(rows))
+    lines = ["| model | method | metric | n | mean | 95 % CI |", "|---|---|---|---:|---:|---|"]
+    for (model, method, metric), by_image in values.items():
+        v = list(by_image.values())
+        low, high = bootstrap_mean_ci(v)
+        lines.append(f"| {model} | {method} | {metric} | {len(v)} | {sum(v) / len(v):.4f} | [{low:.4f}, {high:.4f}] |")
+    lines += ["", "| model | metric | best | vs | n (paired) | mean difference | 95 % CI | Wilcoxon p |",
+              "|---|---|---|---|---:|---:|---|---:|"]
+    for model, metric in dict.fromkeys((k[0], k[2]) for k in values):
+        lower = _base_metric(metric) in LOWER_IS_BETTER
+        ranked = sorted(((sum(v.values()) / len(v), m) for (mo, m, me), v in values.items()
+                         if mo == model and me == metric), reverse=not lower)
+        if _base_metric(metric) == "cost" or len(ranked) < 2:
+            continue
+        best = ranked[0][1]
+        for _, other in ranked[1:top + 1]:
+            t = paired_test(model, metric, best, other, values[(model, best, metric)], values[(model, other, metric)])
+            lines.append(f"| {model} | {metric} | {best} | {other} | {t.n} | {t.mean_difference:+.4f} | "
+                         f"[{t.ci[0]:+.4f}, {t.ci[1]:+.4f}] | {t.p_value:.2g} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(rows: list[ResultRow], out: str | Path) -> dict[str, list[Path]]:
-    """Write summary.md, summary.csv and the PNG plots into ``out``; return the paths by kind."""
+    """Write summary.md, summary.csv, confidence.md and the PNG plots into ``out``; return the paths by kind."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summarize(with_derived_id(rows))
     (out / "summary.md").write_text(to_markdown(summary))
     (out / "summary.csv").write_text(to_csv(summary))
-    return {"tables": [out / "summary.md", out / "summary.csv"],
+    (out / "confidence.md").write_text(confidence_report(rows))
+    return {"tables": [out / "summary.md", out / "summary.csv", out / "confidence.md"],
             "curves": plot_curves(rows, out), "bars": plot_bars(summary, out)}
 
 
