@@ -12,8 +12,11 @@ channels, where ψ min-max scales each image's whole (C, h, w) tensor to [0, 1].
 
 One forward pass and one backward pass (parameters frozen): the layers' outputs are recorded
 by forward hooks (`salience.hooks.forward_hooks`) and ``torch.autograd.grad`` gives the
-input's and all of them at once. Each hook hands the next layer a copy of the output, so
-in-place activations downstream cannot overwrite what was recorded.
+input's and all of them at once. If an in-place operation downstream overwrote a recorded
+output (its version counter moved), the pass is redone with each hook handing the next
+layer a copy. Each layer's ψ is summed over channels without being built
+(`rescaled_channel_sum`), and layers of the same resolution are added before one bilinear
+upsampling per resolution (upsampling is linear, so this is exact).
 """
 
 from __future__ import annotations
@@ -54,25 +57,39 @@ def full_gradients(model: Model, x: torch.Tensor, target: Target, rows: torch.Te
     bias-gradient ``∂score/∂output ⊙ bias`` (N, C_l, h_l, w_l); they sum to the score on
     piecewise-linear networks (`bias_layers` lists the layers).
     """
-    layers = bias_layers(model.module)
-    outputs: list[tuple[nn.Module, torch.Tensor]] = []
+    input_grad, pairs = output_gradients(model, x, target, rows)
+    return input_grad, [grad * bias.view((1, -1) + (1,) * (grad.dim() - 2)) for grad, bias in pairs]
+
+
+def output_gradients(model: Model, x: torch.Tensor, target: Target, rows: torch.Tensor
+                     ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """The input-gradient and, per bias layer, (∂score/∂output, the layer's bias)."""
+    grads, used = _gradients(model, x, target, rows, copy=False)
+    if any(out._version != version for _, out, version in used):  # an in-place op overwrote a record
+        grads, used = _gradients(model, x, target, rows, copy=True)
+    pairs = [(grad, layer_bias(layer).detach()) for (layer, _, _), grad in zip(used, grads[1:]) if grad is not None]
+    return grads[0], pairs
+
+
+def _gradients(model: Model, x: torch.Tensor, target: Target, rows: torch.Tensor, copy: bool):
+    """One forward and backward: gradients of the scores for ``x`` and each bias layer's output.
+
+    The layers' outputs are recorded with their version counters; with ``copy`` the next layer
+    gets a copy, so in-place activations downstream (``ReLU(inplace=True)``) cannot overwrite
+    what was recorded.
+    """
+    outputs: list[tuple[nn.Module, torch.Tensor, int]] = []
 
     def record(layer, _inputs, output):
-        outputs.append((layer, output))
-        return output.clone()  # an in-place op downstream (ReLU(inplace=True)) then leaves the record intact
+        outputs.append((layer, output, output._version))
+        return output.clone() if copy else None
 
     x = x.detach().requires_grad_(True)
-    with frozen_parameters(model.module), forward_hooks(layers, record), torch.enable_grad():
+    with frozen_parameters(model.module), forward_hooks(bias_layers(model.module), record), torch.enable_grad():
         score = target.score(model(x), rows)
-        used = [(layer, out) for layer, out in outputs if out.requires_grad]
-        grads = torch.autograd.grad(score.sum(), [x] + [out for _, out in used], allow_unused=True)
-    bias_grads = []
-    for (layer, out), grad in zip(used, grads[1:]):
-        if grad is None:
-            continue
-        shape = (1, -1) + (1,) * (out.dim() - 2)
-        bias_grads.append(grad * layer_bias(layer).detach().view(shape))
-    return grads[0], bias_grads
+        used = [entry for entry in outputs if entry[1].requires_grad]
+        grads = torch.autograd.grad(score.sum(), [x] + [out for _, out, _ in used], allow_unused=True)
+    return grads, used
 
 
 def rescale(t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -81,6 +98,28 @@ def rescale(t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     flat = t.flatten(1)
     t = t - flat.min(1).values.view(-1, *[1] * (t.dim() - 1))
     return t / (t.flatten(1).max(1).values.view(-1, *[1] * (t.dim() - 1)) + eps)
+
+
+def rescaled_bias_channel_sum(grad: torch.Tensor, bias: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """`rescaled_channel_sum` of ``grad ⊙ bias`` (bias per channel) without building the product:
+    |g·b| = |g|·|b|, its min / max are per-channel min / max of |g| times |b|, its channel sum a
+    |b|-weighted sum. Overwrites ``grad`` with |grad|."""
+    a = grad.abs_()
+    weight = bias.abs().to(a.dtype)
+    low, high = a.flatten(2).aminmax(dim=2)  # (N, C) each
+    low, high = (low * weight).amin(1), (high * weight).amax(1)
+    total = torch.einsum("nchw,c->nhw", a, weight)[:, None]
+    shape = (-1, 1, 1, 1)
+    return (total - a.shape[1] * low.view(shape)) / (high - low + eps).view(shape)
+
+
+def rescaled_channel_sum(t: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """ψ(t) summed over channels, (N, 1, h, w), without building ψ(t):
+    Σ_c (|t| − m) / (M − m + eps) = (Σ_c |t| − C·m) / (M − m + eps), m, M = min, max of |t|."""
+    a = t.abs()
+    low, high = a.flatten(1).aminmax(dim=1)
+    shape = (-1, 1, 1, 1)
+    return (a.sum(1, keepdim=True) - a.shape[1] * low.view(shape)) / (high - low + eps).view(shape)
 
 
 @register
@@ -107,11 +146,15 @@ class FullGrad(Explainer):
         rows = torch.arange(x.shape[0])
         maps = []
         for chunk in batches(x.shape[0], self.batch_size):
-            input_grad, bias_grads = full_gradients(model, x[chunk], target, rows[chunk])
-            cam = rescale(input_grad * x[chunk]).sum(1)
-            for grad in bias_grads:
+            input_grad, pairs = output_gradients(model, x[chunk], target, rows[chunk])
+            cam = rescaled_channel_sum(input_grad * x[chunk])[:, 0]
+            by_size: dict[tuple[int, int], torch.Tensor] = {}  # upsampling is linear: sum per size first
+            for grad, bias in pairs:
                 if grad.dim() == 4:
-                    part = rescale(grad).sum(1, keepdim=True)  # channel sum first: upsampling is linear
-                    cam += F.interpolate(part, size=x.shape[-2:], mode="bilinear", align_corners=True)[:, 0]
+                    part = rescaled_bias_channel_sum(grad, bias)
+                    size = tuple(part.shape[-2:])
+                    by_size[size] = part if size not in by_size else by_size[size] + part
+            for part in by_size.values():
+                cam += F.interpolate(part, size=x.shape[-2:], mode="bilinear", align_corners=True)[:, 0]
             maps.append(cam)
         return torch.cat(maps)
