@@ -133,17 +133,41 @@ def perturbation_curves(
     counts = counts.to(device)
     image_of = torch.arange(n, device=device).repeat_interleave(k)
     step_of = torch.arange(k, device=device).repeat(n)
-    scores = torch.empty(n * k, device=device)
+
+    def build(chunk: slice) -> torch.Tensor:
+        images = image_of[chunk]
+        changed = (ranks[images] < counts[step_of[chunk]][:, None]).view(-1, 1, h, w)
+        if perturb is None:
+            return torch.where(changed, finish[images], start[images])
+        return perturb(images, step_of[chunk], changed)
+
+    return score_samples(model, start[:1], image_of, build, target, score_fn, batch_size, precision, channels_last,
+                         trace).view(n, k)
+
+
+def score_samples(
+    model: Model,
+    example: torch.Tensor,
+    rows: torch.Tensor,
+    build: Callable[[slice], torch.Tensor],
+    target: Target,
+    score_fn: ScoreFn,
+    batch_size: int = 8,
+    precision: str = "fp32",
+    channels_last: bool | None = None,
+    trace: bool = True,
+) -> torch.Tensor:
+    """Scores (len(rows),) of perturbed images made chunk by chunk: ``build(chunk)`` gives the
+    images of samples ``chunk`` (a slice), sample i belonging to target row ``rows[i]``.
+
+    The chunks (``batch_size`` images) run through `inference_forward` (channels-last, frozen
+    trace in fp32; see `salience.models.fast`); ``example`` (1, 3, H, W) gives their shape.
+    """
+    scores = torch.empty(len(rows), device=example.device)
     with forward_mode(model, precision):
-        example = start[:1].expand(min(batch_size, n * k), -1, -1, -1)
-        forward = inference_forward(model, example, trace=trace and precision == "fp32", channels_last=channels_last)
-        for begin in range(0, n * k, batch_size):
-            chunk = slice(begin, min(begin + batch_size, n * k))
-            images = image_of[chunk]
-            changed = (ranks[images] < counts[step_of[chunk]][:, None]).view(-1, 1, h, w)
-            if perturb is None:
-                batch = torch.where(changed, finish[images], start[images])
-            else:
-                batch = perturb(images, step_of[chunk], changed)
-            scores[chunk] = score_fn(forward(batch), target, images).float()
-    return scores.view(n, k)
+        forward = inference_forward(model, example.expand(min(batch_size, len(rows)), -1, -1, -1),
+                                    trace=trace and precision == "fp32", channels_last=channels_last)
+        for begin in range(0, len(rows), batch_size):
+            chunk = slice(begin, min(begin + batch_size, len(rows)))
+            scores[chunk] = score_fn(forward(build(chunk)), target, rows[chunk]).float()
+    return scores

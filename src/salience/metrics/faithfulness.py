@@ -18,8 +18,7 @@ from typing import Any
 import torch
 
 from ..models.model import Model
-from .curves import as_target, forward_mode
-from ..models.fast import inference_forward
+from .curves import as_target, forward_mode, score_samples
 from .maps import as_maps, pixel_ranks
 from .references import Reference, reference_image
 from .scoring import Score, score_function
@@ -54,14 +53,13 @@ def saco(model: Model, x: torch.Tensor, maps: Any, target: Any = "top1", *, grou
     score_fn = score_function(score)
     rows = torch.arange(n, device=x.device).repeat_interleave(groups)
     ks = torch.arange(groups, device=x.device).repeat(n)
-    scores = torch.empty(n * groups, device=x.device)
+
+    def build(chunk: slice) -> torch.Tensor:
+        removed = (group_of[rows[chunk]] == ks[chunk, None]).view(-1, 1, h, w)
+        return torch.where(removed, ref[rows[chunk]], x[rows[chunk]])
+
     with forward_mode(model):
         clean = score_fn(model(x), target, torch.arange(n, device=x.device)).float()
-        forward = inference_forward(model, x[:1].expand(min(batch_size, n * groups), -1, -1, -1), trace, channels_last)
-        for begin in range(0, n * groups, batch_size):
-            chunk = slice(begin, min(begin + batch_size, n * groups))
-            removed = (group_of[rows[chunk]] == ks[chunk, None]).view(-1, 1, h, w)
-            images = torch.where(removed, ref[rows[chunk]], x[rows[chunk]])
-            scores[chunk] = score_fn(forward(images), target, rows[chunk]).float()
+    scores = score_samples(model, x[:1], rows, build, target, score_fn, batch_size, "fp32", channels_last, trace)
     drops = clean[:, None] - scores.view(n, groups)
     return saco_coefficient(salience, drops.double()).float()

@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 
-from ..models.fast import inference_forward
 from ..models.model import Model
-from .curves import as_target, forward_mode
+from .curves import as_target, forward_mode, score_samples
 from .maps import as_maps
 from .scoring import Score, score_function
 
@@ -52,15 +51,11 @@ def infidelity(model: Model, x: torch.Tensor, maps: Any, target: Any = "top1", *
     score_fn = score_function(score)
     rows = torch.arange(n, device=x.device).repeat_interleave(s)
     flat = pert.flatten(0, 1)
-    drops = torch.empty(n * s, device=x.device)
     with forward_mode(model):
         clean = score_fn(model(x), target, torch.arange(n, device=x.device)).float()
-        forward = inference_forward(model, x[:1].expand(min(batch_size, n * s), -1, -1, -1), trace, channels_last)
-        for begin in range(0, n * s, batch_size):
-            chunk = slice(begin, min(begin + batch_size, n * s))
-            perturbed = x[rows[chunk]] - flat[chunk]
-            drops[chunk] = clean[rows[chunk]] - score_fn(forward(perturbed), target, rows[chunk]).float()
-    drops = drops.view(n, s).double()
+    scores = score_samples(model, x[:1], rows, lambda chunk: x[rows[chunk]] - flat[chunk], target, score_fn,
+                           batch_size, "fp32", channels_last, trace)
+    drops = (clean[rows] - scores).view(n, s).double()
     explained = (pert.double() * attributions[:, None].double()).flatten(2).sum(2)  # (N, S)
     if normalize:
         denominator = (explained**2).mean(1)
