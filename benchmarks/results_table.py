@@ -9,6 +9,8 @@ share: mean paired difference, its bootstrap interval and the Wilcoxon signed-ra
 (`salience.bench.report`). Works on a partly computed store (n says how far it got).
 ``--common``: only the photos every method has (the costly methods' subset), so all rows are
 paired. Paired tests rank only methods with at least ``--min-n`` photos (default 10).
+``--timing``: instead, the measured wall seconds per photo of each method and of all its
+metrics together (means over the stored rows; they include whatever else the machine ran).
 """
 
 from __future__ import annotations
@@ -32,9 +34,14 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=3)
     parser.add_argument("--common", action="store_true", help="only the photos every method has")
     parser.add_argument("--min-n", type=int, default=10)
+    parser.add_argument("--timing", action="store_true", help="seconds per photo of each method and its metrics")
     args = parser.parse_args()
     with ResultStore(args.store) as store:
-        values = per_image(with_derived_id(store.rows()))
+        rows = store.rows()
+    if args.timing:
+        print_timing(rows)
+        return
+    values = per_image(with_derived_id(rows))
     if args.common:
         shared = set.intersection(*(set(v) for v in values.values()))
         values = {k: {i: x for i, x in v.items() if i in shared} for k, v in values.items()}
@@ -73,6 +80,24 @@ def main() -> None:
             t = paired_test(model, metric, best, other, values[(model, best, metric)], values[(model, other, metric)])
             print(f"| {metric} | `{best}` | `{other}` | {t.n} | {t.mean_difference:+.3f} | "
                   f"[{t.ci[0]:+.3f}, {t.ci[1]:+.3f}] | {t.p_value:.2g} |")
+
+
+def print_timing(rows) -> None:
+    """Per method: photos, mean method seconds per photo, mean seconds of all metrics per photo."""
+    method_seconds: dict[str, dict[str, float]] = {}
+    metric_seconds: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r.method_seconds is not None:
+            method_seconds.setdefault(r.method, {})[r.image] = r.method_seconds
+        if r.seconds is not None:
+            per_photo = metric_seconds.setdefault(r.method, {})
+            per_photo[r.image] = per_photo.get(r.image, 0.0) + r.seconds
+    print("| method | photos | method s / photo | metrics s / photo |")
+    print("|---|---:|---:|---:|")
+    for method, by_image in method_seconds.items():
+        metrics = metric_seconds.get(method, {})
+        mean_metrics = sum(metrics.values()) / max(len(metrics), 1)
+        print(f"| `{method}` | {len(by_image)} | {sum(by_image.values()) / len(by_image):.1f} | {mean_metrics:.1f} |")
 
 
 if __name__ == "__main__":
