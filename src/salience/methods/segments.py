@@ -26,13 +26,17 @@ def input_photos(model: Model, x: torch.Tensor) -> np.ndarray:
 def superpixels(photo: np.ndarray, method: str = "slic", n_segments: int = 50) -> torch.Tensor:
     """(H, W) long labels 0..M-1 of one (H, W, 3) photo in [0, 1].
 
-    ``slic``: ``skimage.segmentation.slic(n_segments, compactness=10)``; ``quickshift``:
+    ``slic``: ``skimage.segmentation.slic(n_segments, compactness=10)`` (rerun without its
+    connectivity step when that step leaves a single segment, as it does on pure noise); ``quickshift``:
     lime_image's ``quickshift(kernel_size=4, max_dist=200, ratio=0.2)``; ``felzenszwalb``:
     ``felzenszwalb(scale=100, sigma=0.5, min_size=50)``. Labels are renumbered to 0..M-1.
     """
     segmentation = import_optional("skimage.segmentation")
     if method == "slic":
         labels = segmentation.slic(photo, n_segments=n_segments, compactness=10, start_label=0)
+        if labels.max() == labels.min():
+            labels = segmentation.slic(photo, n_segments=n_segments, compactness=10, start_label=0,
+                                       enforce_connectivity=False)
     elif method == "quickshift":
         labels = segmentation.quickshift(photo, kernel_size=4, max_dist=200, ratio=0.2)
     elif method == "felzenszwalb":
